@@ -1,0 +1,137 @@
+"""File input/output shared by every module: atomic writes, images, JSON and YAML.
+
+Nothing is left half-written: every writer goes through :func:`atomic_path`, which writes to a
+temporary file in the target directory and renames it into place only when writing succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from virolbi.errors import InputError
+
+__all__ = ["atomic_path", "save_json", "load_json", "save_text", "read_image", "write_image",
+           "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.txt") as tmp:
+    ...     _ = tmp.write_text("hello")
+    >>> (d / "a.txt").read_text()
+    'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or (path.suffix + ".tmp"),
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # torch tensors
+        return obj.tolist()
+    return obj
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON, atomically. NumPy/torch values are converted."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, raising :class:`InputError` if it is missing or malformed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+
+
+def save_text(text: str, path: str | os.PathLike) -> Path:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def read_image(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarray:
+    """Read an image file into a ``uint8`` array, ``(H, W)`` for gray or ``(H, W, C)`` for colour.
+
+    ``mode`` converts with Pillow first (``"RGB"`` or ``"L"``). Raises :class:`InputError` for a
+    missing, unreadable or non-image file; 16-bit and palette images are converted to 8 bits.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image not found: {path}")
+    if path.is_dir():
+        raise InputError(f"expected an image file, got a directory: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if mode is not None:
+                img = img.convert(mode)
+            elif img.mode not in ("L", "RGB"):
+                img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+                if img.mode == "RGBA":
+                    img = img.convert("RGB")
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read {path} as an image: {exc}") from None
+    if arr.dtype != np.uint8:
+        raise InputError(f"{path}: unsupported pixel type {arr.dtype}")
+    return arr
+
+
+def write_image(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a ``uint8`` (or float in [0, 1]) ``(H, W)`` / ``(H, W, C)`` array atomically."""
+    from PIL import Image
+
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(np.asarray(arr, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), None)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format=fmt or (path.suffix.lstrip(".").upper() or "PNG"))
+    return path

@@ -1,0 +1,64 @@
+"""Shared fixtures: real CIFAR-10 (JPEG) images from ../shared/data, seeded tensors, devices."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train.tar.gz"
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")
+
+
+def load_shared_cifar(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n_per_class`` images (by file name) of every class of the shared CIFAR-10 JPEG
+    copy, as ``uint8 (N, 32, 32, 3)`` and ``int64 (N,)`` labels, read straight from the tar."""
+    from PIL import Image
+
+    if not SHARED_CIFAR_TAR.exists():
+        pytest.skip(f"shared data not found: {SHARED_CIFAR_TAR}")
+    with tarfile.open(SHARED_CIFAR_TAR, "r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        wanted = []
+        for label, cls in enumerate(CIFAR_CLASSES):
+            names = sorted(n for n in members if n.startswith(f"train/{cls}/"))[:n_per_class]
+            wanted += [(n, label) for n in names]
+        images, labels = [], []
+        for name, label in wanted:
+            data = tar.extractfile(members[name]).read()
+            images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+@pytest.fixture(scope="session")
+def cifar_small() -> tuple[np.ndarray, np.ndarray]:
+    """20 real CIFAR-10 (JPEG) images, 2 per class: uint8 (20, 32, 32, 3) and labels."""
+    return load_shared_cifar(2)
+
+
+@pytest.fixture(scope="session")
+def cifar_batch(cifar_small) -> torch.Tensor:
+    """The same 20 images as a float32 batch (20, 3, 32, 32) in [0, 1]."""
+    return torch.from_numpy(cifar_small[0]).permute(0, 3, 1, 2).float() / 255.0
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def _devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=_devices())
+def device(request) -> torch.device:
+    """CPU always; CUDA too when present."""
+    return torch.device(request.param)
