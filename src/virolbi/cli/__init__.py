@@ -1,0 +1,82 @@
+"""The ``virolbi`` command line: argument parsing only, the work is done by the library.
+
+Every sub-command is one module in this package that defines
+
+- ``COMMAND``: its name (``virolbi COMMAND ...``),
+- ``HELP``: a one-line description,
+- ``add_arguments(parser)``: fills its :class:`argparse.ArgumentParser`,
+- ``run(args) -> int``: does the work and returns the exit code.
+
+Modules are discovered, so adding a command never touches this file. Bad user input (an
+:class:`~virolbi.errors.InputError`, a missing or unreadable file) becomes one line on stderr and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from virolbi import __version__
+from virolbi.errors import InputError
+
+EXIT_USAGE = 2
+
+
+def _command_modules() -> list[ModuleType]:
+    modules = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "COMMAND"):
+            modules.append(module)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command module."""
+    parser = argparse.ArgumentParser(
+        prog="virolbi",
+        description="ViRoLBI: inverse-scale-space total-variation smoothing for robust classifiers "
+                    "(Zhou et al. 2024).")
+    parser.add_argument("--version", action="version", version=f"virolbi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _command_modules():
+        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def fail(command: str, message: str) -> int:
+    """Print one error line for ``command`` and return the usage exit code."""
+    print(f"virolbi {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``virolbi`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args._run(args) or 0)
+    except InputError as err:
+        return fail(args.command, str(err))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        name = err.filename if getattr(err, "filename", None) else ""
+        return fail(args.command, f"{err.strerror or err}: {name}".rstrip(": "))
+    except KeyboardInterrupt:
+        print(f"virolbi {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
