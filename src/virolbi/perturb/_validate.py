@@ -19,7 +19,8 @@ def check_images(x: Any, name: str = "images", *, min_size: int = 1) -> None:
     if not x.is_floating_point():
         raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} "
                          "(convert uint8 images with x.float() / 255)")
-    check_image_batch(x, name, min_size=min_size)
+    # detached: the shared check reads min/max as Python floats, which warns on tensors needing grad
+    check_image_batch(x.detach(), name, min_size=min_size)
 
 
 def check_generator(generator: Any) -> None:
