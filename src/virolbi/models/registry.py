@@ -58,7 +58,7 @@ def register(name: str | Callable[..., nn.Module] | None = None, *,
     --------
     >>> @register("tiny_mlp", default_stats="cifar10")
     ... def tiny_mlp(num_classes=10):
-    ...     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+    ...     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
     >>> "tiny_mlp" in list_models()
     True
     >>> _ = _REGISTRY.pop("tiny_mlp"), _DEFAULT_STATS.pop("tiny_mlp")
@@ -117,7 +117,7 @@ def _import_extra(module: str, name: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise InputError(f"model {name!r} needs {module}, which is not installed "
+        raise InputError(f"model {name!r} needs {module.split('.')[0]}, which is not installed "
                          f"(pip install virolbi[vision])") from None
 
 

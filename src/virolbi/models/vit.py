@@ -78,7 +78,8 @@ def resample_pos_embed(pos_embed: Tensor, new_grid: tuple[int, int], old_grid: t
         raise InputError(f"position embedding has {grid.shape[1]} grid tokens, expected {h}x{w}")
     dim = grid.shape[-1]
     grid = grid.reshape(1, h, w, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False,
+    work = grid if grid.dtype in (torch.float32, torch.float64) else grid.float()
+    grid = F.interpolate(work, size=tuple(new_grid), mode="bicubic", align_corners=False,
                          antialias=bool(new_grid[0] < h or new_grid[1] < w)).to(pos_embed.dtype)
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)
     return torch.cat([prefix, grid], dim=1)
