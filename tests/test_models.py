@@ -102,6 +102,16 @@ def test_normalize_errors():
         Normalize((0.5, 0.5), (1.0, 1.0, 1.0))
     with pytest.raises(InputError, match="unknown normalisation statistics 'mnist'"):
         create_model("resnet18", width=0.125, normalize="mnist")
+    with pytest.raises(InputError, match="must be a dataset name or a \\(mean, std\\) pair"):
+        create_model("resnet18", width=0.125, normalize=(0.5, 0.5, 0.5))
+    with pytest.raises(InputError, match="mean must be a sequence of numbers \\(one per channel\\)"):
+        Normalize("abc", (1.0,))
+    with pytest.raises(InputError, match="std must not be empty"):
+        Normalize((0.5,), ())
+    with pytest.raises(InputError, match="mean must be finite"):
+        Normalize((float("nan"),), (1.0,))
+    with pytest.raises(InputError, match="same length, got 3 and 2"):
+        normalize(torch.rand(1, 3, 2, 2), (0.5, 0.5, 0.5), (1.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- ResNets
@@ -243,6 +253,10 @@ def test_create_model_errors(monkeypatch):
         create_model("resnet18", 2.5)
     with pytest.raises(InputError, match="width must be a finite number > 0"):
         create_model("resnet18", width=-1)
+    with pytest.raises(InputError, match="model name must be a string, got 18"):
+        create_model(18)
+    with pytest.raises(InputError, match="model 'timm:resnet18' has no width multiplier"):
+        create_model("timm:resnet18", width=0.5)
     # the optional extras: a clear message, not an ImportError (None in sys.modules blocks imports)
     monkeypatch.setitem(sys.modules, "torchvision", None)
     monkeypatch.setitem(sys.modules, "torchvision.models", None)
@@ -270,6 +284,45 @@ def test_external_model_plumbing_with_fake_timm(monkeypatch):
     assert model(torch.rand(2, 3, 4, 4)).shape == (2, 4)
     with pytest.raises(InputError, match="unknown timm model 'huge'"):
         create_model("timm:huge")
+
+
+def test_external_model_plumbing_with_fake_torchvision(monkeypatch):
+    calls = {}
+
+    def get_model(name, weights, num_classes, **kw):
+        calls.update(name=name, weights=weights, num_classes=num_classes, **kw)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, num_classes))
+
+    fake_models = types.SimpleNamespace(list_models=lambda: ["vit_b_16"], get_model=get_model)
+    monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(models=fake_models))
+    monkeypatch.setitem(sys.modules, "torchvision.models", fake_models)
+    model = create_model("torchvision:vit_b_16", 3, image_size=4)
+    assert calls == {"name": "vit_b_16", "weights": None, "num_classes": 3, "image_size": 4}
+    torch.testing.assert_close(model.normalize.std, torch.tensor(DATASET_STATS["imagenet"][1]))
+    with pytest.raises(InputError, match="unknown torchvision model 'resnet999'"):
+        create_model("torchvision:resnet999")
+
+
+def test_register_custom_model_and_errors():
+    from virolbi.models import registry
+
+    @registry.register("test_linear", default_stats="cifar100")
+    def test_linear(num_classes, *, image_size=8):
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, num_classes))
+
+    try:
+        model = create_model("test_linear", 4, image_size=2)
+        assert "test_linear" in list_models()
+        assert model(torch.rand(5, 3, 2, 2)).shape == (5, 4)
+        torch.testing.assert_close(model.normalize.mean, torch.tensor(DATASET_STATS["cifar100"][0]))
+        with pytest.raises(InputError, match="model 'test_linear' is already registered"):
+            registry.register("test_linear")(test_linear)
+        with pytest.raises(InputError, match="model name must be a non-empty string without ':'"):
+            registry.register("a:b")(test_linear)
+    finally:
+        registry._REGISTRY.pop("test_linear", None)
+        registry._DEFAULT_STATS.pop("test_linear", None)
+    assert "test_linear" not in list_models()
 
 
 # ----------------------------------------------------------------------------- pretrained
@@ -347,6 +400,11 @@ def test_pretrained_vit_position_embedding_resampled(tmp_path):
     torch.testing.assert_close(dst.pos_embed, resample_pos_embed(src.pos_embed, (6, 6), (4, 4)))
     x = torch.rand(1, 3, 48, 48)
     torch.testing.assert_close(dst(x), src(x))  # src resamples on the fly, the same way
+    # fine-tuning a ViT to another class count drops its head
+    five = vit_tiny(5, image_size=32, patch_size=8, depth=1)
+    assert load_pretrained(five, tmp_path / "vit.pt", drop_head=True).dropped == ["head.weight",
+                                                                                  "head.bias"]
+    torch.testing.assert_close(five.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
 
 
 def test_pretrained_strictness(tmp_path, small_resnet):
@@ -381,7 +439,7 @@ def test_pretrained_bad_files(tmp_path, capsys):
         load_pretrained(model, tmp_path / "text.pt")
     with open(tmp_path / "evil.pt", "wb") as f:  # arbitrary objects are refused, never run
         pickle.dump({"x": _Evil()}, f, protocol=2)
-    with pytest.raises(InputError, match="could not read .*evil.pt"):
+    with pytest.raises(InputError, match="could not read .*evil.pt .*save model.state_dict\\(\\)"):
         load_pretrained(model, tmp_path / "evil.pt")
     assert "unpickled!" not in capsys.readouterr().out
     torch.save([1, 2, 3], tmp_path / "list.pt")

@@ -188,7 +188,8 @@ def load_pretrained(model: nn.Module, path: str | PathLike, *, strict: bool = Tr
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"could not read {p} as a PyTorch checkpoint (torch.load with "
-                         f"weights_only=True): {first}") from None
+                         f"weights_only=True; save model.state_dict(), not the model object): "
+                         f"{first}") from None
     state = extract_state_dict(obj, source=str(p))
     target = model.state_dict()
     state = _align_prefix(state, set(target))

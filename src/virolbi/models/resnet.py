@@ -66,6 +66,11 @@ class BasicBlock(nn.Module):
         Stride of the first convolution (2 at the start of a down-sampling stage).
     downsample : nn.Module or None
         Shortcut projection :math:`S` when the shape changes; identity otherwise.
+
+    Examples
+    --------
+    >>> BasicBlock(4, 4)(torch.rand(2, 4, 8, 8)).shape
+    torch.Size([2, 4, 8, 8])
     """
 
     expansion = 1
@@ -101,6 +106,11 @@ class Bottleneck(nn.Module):
         Stride of the 3×3 convolution.
     downsample : nn.Module or None
         Shortcut projection when the shape changes; identity otherwise.
+
+    Examples
+    --------
+    >>> Bottleneck(16, 4)(torch.rand(2, 16, 8, 8)).shape
+    torch.Size([2, 16, 8, 8])
     """
 
     expansion = 4

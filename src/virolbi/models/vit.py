@@ -86,7 +86,13 @@ def resample_pos_embed(pos_embed: Tensor, new_grid: tuple[int, int], old_grid: t
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping ``p×p`` patches, linearly embedded by a strided convolution ``proj``."""
+    """Non-overlapping ``p×p`` patches, linearly embedded by a strided convolution ``proj``.
+
+    Examples
+    --------
+    >>> PatchEmbed((4, 4), 3, 8)(torch.rand(2, 3, 16, 12)).shape  # 4 x 3 patches
+    torch.Size([2, 12, 8])
+    """
 
     def __init__(self, patch_size: tuple[int, int], in_chans: int, embed_dim: int) -> None:
         super().__init__()
@@ -104,7 +110,13 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     r"""Multi-head self-attention: :math:`\mathrm{softmax}(QK^\top/\sqrt{d})V` per head, with one
     ``qkv`` projection (rows ordered q, k, v, like ``nn.MultiheadAttention.in_proj_weight``) and an
-    output projection ``proj``."""
+    output projection ``proj``.
+
+    Examples
+    --------
+    >>> Attention(12, num_heads=3)(torch.rand(2, 5, 12)).shape
+    torch.Size([2, 5, 12])
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
@@ -139,7 +151,13 @@ class _Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``.
+
+    Examples
+    --------
+    >>> Block(12, num_heads=2, mlp_dim=24)(torch.rand(2, 5, 12)).shape
+    torch.Size([2, 5, 12])
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,
                  attn_dropout: float = 0.0) -> None:
