@@ -46,7 +46,7 @@ __all__ = ["PGD", "pgd"]
 def _check_step_size(step_size: Any, eps: float) -> float:
     if step_size is None:
         return eps / 4
-    return check_positive(step_size, "step_size")
+    return check_positive(step_size, "step_size", strict=False)
 
 
 def _check_generator(generator: Any) -> torch.Generator | None:
@@ -85,7 +85,7 @@ def pgd(model: Any, x: Tensor, y: Tensor, eps: float, steps: int = 20, step_size
     steps : int, default 20
         Iterations per restart (>= 1); more steps, a stronger attack.
     step_size : float, optional
-        :math:`\eta` (> 0) on [0, 1] pixels; default ``eps / 4``.
+        :math:`\eta` (>= 0) on [0, 1] pixels; default ``eps / 4``.
     restarts : int, default 1
         Independent runs (>= 1); per image the worst final iterate is kept (misclassified first,
         then highest loss), so more restarts never make the attack weaker on a deterministic model.
