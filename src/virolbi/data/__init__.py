@@ -136,7 +136,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", *,
         ds = load_cifar(key, "test" if split == "test" else "train", root, download=download)
         ds = _first_per_class(ds, max_per_class)
         if split != "test" and val_per_class is not None:
-            tr, va = split_per_class(ds.targets, val_per_class)
+            tr, va = split_per_class(ds.targets, val_per_class, ds.classes)
             ds = ds.subset(tr if split == "train" else va)
             ds.name = f"{key}-{split}"
         return ds

@@ -245,10 +245,12 @@ def decode_image(source: str | os.PathLike | bytes, image_size: int | None = Non
         raise InputError(f"cannot decode {label} as an image: {exc}") from None
 
 
-def split_per_class(targets: Sequence[int] | np.ndarray, val_per_class: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def split_per_class(targets: Sequence[int] | np.ndarray, val_per_class: int,
+                    classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train/validation carving: the last ``val_per_class`` samples of every class
     (in dataset order) go to validation, the rest to training.
+
+    ``classes`` (optional) only names the classes in error messages.
 
     Returns
     -------
@@ -272,7 +274,8 @@ def split_per_class(targets: Sequence[int] | np.ndarray, val_per_class: int
     for c in np.unique(t):
         members = np.flatnonzero(t == c)
         if k and members.size <= k:
-            raise InputError(f"class {c} has {members.size} images, too few to hold out "
+            label = classes[c] if classes is not None and c < len(classes) else c
+            raise InputError(f"class {label} has {members.size} images, too few to hold out "
                              f"val_per_class={k} and keep any for training")
         val.append(members[members.size - k:] if k else members[:0])
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)

@@ -178,7 +178,7 @@ def _decode_archive(path: Path, split: str, carve: bool, *, classes: Sequence[st
                      image_size=image_size)
     stem = path.name.split(".", 1)[0]
     entry = _cache_root(cache) / f"{stem}-{mode}-{key}"
-    if (entry / "meta.json").exists() or (entry / "images.npy").exists():
+    if (entry / "meta.json").exists():  # without it the entry is an interrupted build
         try:
             images, targets, meta = load_arrays(entry)
             return ImageDataset(images, targets, meta["classes"], name=stem)
@@ -308,7 +308,7 @@ def load_image_folder(path: str | os.PathLike, split: str = "train", *,
         ds = FileImageDataset(keys, labels, names, image_size=image_size,
                               name=f"{root.name}-{split}")
     if carve:
-        train_idx, val_idx = split_per_class(ds.targets, val_per_class)
+        train_idx, val_idx = split_per_class(ds.targets, val_per_class, ds.classes)
         ds = ds.subset(train_idx if split == "train" else val_idx)
         ds.name = f"{root.name.split('.', 1)[0]}-{split}"
     return ds
