@@ -98,6 +98,16 @@ def test_inside_eps_ball_and_unit_box(name, eps, device):
         assert torch.equal(x_adv, x)
 
 
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_batch_of_one_and_empty_batch(name):
+    model = conv_model()
+    x, y = batch(n=3)
+    one = ATTACKS[name](model, x[:1], y[:1], 0.05)
+    assert one.shape == (1, *SHAPE) and float((one - x[:1]).abs().max()) <= 0.05 + 1e-6
+    with pytest.raises(InputError, match="empty batch"):
+        ATTACKS[name](model, x[:0], y[:0], 0.05)
+
+
 def test_fgsm_equals_closed_form_on_linear_model():
     # logits = W x + b  =>  grad_x CE = Wᵀ (softmax(Wx + b) - e_y), computed here in numpy.
     model = linear_model()
@@ -152,6 +162,19 @@ def test_pgd_step_size_and_no_random_start_is_iterated_fgsm():
     eps = 0.05
     one = pgd(model, x, y, eps, steps=1, step_size=eps, random_start=False)
     assert torch.equal(one, fgsm(model, x, y, eps))
+
+
+def test_random_start_is_uniform_in_the_eps_ball():
+    # step_size 0 leaves the random start in place: clip(x + U[-eps, eps]).
+    model = conv_model()
+    x, y = batch(n=16)
+    eps = 0.1
+    x0 = pgd(model, x, y, eps, steps=1, step_size=0, generator=torch.Generator().manual_seed(0))
+    inside = (x > eps) & (x < 1 - eps)  # pixels the clip cannot touch
+    d = ((x0 - x)[inside] / eps).double()
+    assert d.numel() > 1000
+    assert float(d.min()) < -0.95 and float(d.max()) > 0.95 and float(d.abs().max()) <= 1 + 1e-5
+    assert abs(float(d.mean())) < 0.06 and abs(float(d.var()) - 1 / 3) < 0.03  # U[-1, 1]: 0, 1/3
 
 
 def test_more_restarts_never_lower_the_worst_case():
@@ -403,7 +426,8 @@ def test_attack_with_threat_model_targets():
     direct = pgd(model, x, y, 0.05, steps=3, random_start=False)
     # classifier alone and the paper's setting attack the classifier only
     for threat in ("classifier", "preprocess_after"):
-        assert torch.equal(attack_with_threat_model(model, BlockAverage(), x, y, attack, threat), direct)
+        got = attack_with_threat_model(model, BlockAverage(), x, y, attack, threat)
+        assert torch.equal(got, direct)
     # adaptive through an exact identity preprocess is the plain attack
     assert torch.equal(attack_with_threat_model(model, nn.Identity(), x, y, attack,
                                                 ThreatModel.ADAPTIVE_BPDA_IDENTITY), direct)

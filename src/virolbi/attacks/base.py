@@ -76,7 +76,7 @@ def check_model(model: Any, name: str = "model") -> None:
 
 
 def check_eps(eps: Any) -> float:
-    """``eps`` on [0, 1] pixels: a number in [0, 1]; values above 1 are almost always 8 meaning 8/255."""
+    """``eps`` on [0, 1] pixels: a number in [0, 1] (above 1 is almost always 8 meaning 8/255)."""
     try:
         v = float(eps)
     except (TypeError, ValueError):

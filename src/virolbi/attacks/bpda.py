@@ -67,7 +67,8 @@ class _BPDAFunction(torch.autograd.Function):
                 out = preprocess(x)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise InputError(f"BPDA needs a preprocess that keeps the shape {tuple(x.shape)}, got {got}")
+            raise InputError(f"BPDA needs a preprocess that keeps the shape {tuple(x.shape)}, "
+                             f"got {got}")
         ctx.backward_mode = backward
         return out.to(dtype=x.dtype, device=x.device)
 

@@ -71,7 +71,8 @@ def _curve(points: Any, x_name: str, *, integer: bool = False) -> list[tuple[flo
     try:
         items = [tuple(p) for p in points]
     except TypeError:
-        raise InputError(f"curve must be a sequence of ({x_name}, accuracy) pairs, got {points!r}") from None
+        raise InputError(f"curve must be a sequence of ({x_name}, accuracy) pairs, "
+                         f"got {points!r}") from None
     if not items:
         raise InputError(f"curve of ({x_name}, accuracy) pairs must not be empty")
     out = []

@@ -12,6 +12,12 @@ dataset's sparsity level, SPEC §2), SPEC §3 asks for three settings, labelled 
 
 The paper's setting never shows the attacker the smoother; the adaptive ones (Athalye et al.,
 2018) do, and are the honest numbers. Randomised models are attacked with EOT (``eot_samples``).
+
+References
+----------
+A. Athalye, N. Carlini, D. Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018.
+F. Croce, M. Andriushchenko, V. Sehwag, et al., "RobustBench: a standardized adversarial robustness
+benchmark", NeurIPS Datasets and Benchmarks 2021 (threat models as an enum, labelled in results).
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from virolbi.attacks.base import Attack, check_eot_samples, check_images, check_labels, check_model, eval_mode
+from virolbi.attacks.base import (
+    Attack,
+    check_eot_samples,
+    check_images,
+    check_labels,
+    check_model,
+    eval_mode,
+)
 from virolbi.attacks.bpda import BPDA
 from virolbi.errors import InputError
 
