@@ -576,3 +576,23 @@ def test_sanity_checks_pass_for_pgd_on_a_real_attack():
     assert eps_curve[0][1] == 1.0 and eps_curve[-1][1] == 0.0
     checks = run_sanity_checks(eps_curve, steps_curve, n=len(x))
     assert [c.passed for c in checks] == [True, True, True], [c.detail for c in checks]
+
+
+def test_adaptive_fgsm_through_virolbi_end_to_end(cifar_batch):
+    # The whole adaptive path on real images: BPDA(ViRoLBI) -> classifier, then the defended
+    # prediction model(ViRoLBI(x_adv)).
+    smoother = _smoother()
+    import virolbi
+
+    smooth = getattr(virolbi, "ViRoLBI", smoother.ViRoLBI)(sparsity=0.6)
+    model = conv_model()
+    model[-1] = nn.Linear(8 * 32 * 32, K)
+    x = cifar_batch[:2].clone()
+    y = torch.tensor([0, 1])
+    eps = 8 / 255
+    x_adv = attack_with_threat_model(model, smooth, x, y, FGSM(None, eps), "adaptive_bpda_partition")
+    assert float((x_adv - x).abs().max()) <= eps + 1e-6 and not torch.equal(x_adv, x)
+    assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
+    pred = predict(model, smooth, x_adv, "adaptive_bpda_partition")
+    with torch.no_grad():
+        assert torch.equal(pred, model(smooth(x_adv)).argmax(1))
