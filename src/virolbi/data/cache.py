@@ -17,7 +17,7 @@ import numpy as np
 from virolbi.errors import InputError
 from virolbi.io import atomic_path, load_json, save_json
 
-__all__ = ["cache_dir", "save_arrays", "load_arrays", "file_sha256"]
+__all__ = ["cache_dir", "save_arrays", "load_arrays", "file_sha256", "begin_entry", "finish_entry"]
 
 _FORMAT = 1
 
@@ -47,6 +47,27 @@ def _save_npy(array: np.ndarray, path: Path) -> str:
     return digest
 
 
+def begin_entry(entry: str | os.PathLike) -> Path:
+    """Create the entry directory and mark it incomplete (remove ``meta.json``)."""
+    entry = Path(entry)
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "meta.json").unlink(missing_ok=True)
+    return entry
+
+
+def finish_entry(entry: str | os.PathLike, targets: np.ndarray, meta: dict[str, Any]) -> Path:
+    """Complete an entry whose ``images.npy`` is already written (e.g. through a memory map):
+    write ``targets.npy``, then ``meta.json`` with both checksums."""
+    entry = Path(entry)
+    images = np.load(entry / "images.npy", mmap_mode="r", allow_pickle=False)
+    shape = list(images.shape)
+    del images
+    sums = {"images.npy": file_sha256(entry / "images.npy"),
+            "targets.npy": _save_npy(np.asarray(targets, dtype=np.int64), entry / "targets.npy")}
+    save_json({**meta, "format": _FORMAT, "shape": shape, "sha256": sums}, entry / "meta.json")
+    return entry
+
+
 def save_arrays(entry: str | os.PathLike, images: np.ndarray, targets: np.ndarray,
                 meta: dict[str, Any]) -> Path:
     """Write a cache entry (arrays first, ``meta.json`` with their checksums last).
@@ -60,16 +81,9 @@ def save_arrays(entry: str | os.PathLike, images: np.ndarray, targets: np.ndarra
     >>> imgs.shape, t.tolist(), meta["classes"]
     ((2, 3, 3, 3), [0, 1], ['a', 'b'])
     """
-    entry = Path(entry)
-    entry.mkdir(parents=True, exist_ok=True)
-    meta_path = entry / "meta.json"
-    if meta_path.exists():
-        meta_path.unlink()  # the entry is incomplete until meta.json is back
-    sums = {"images.npy": _save_npy(np.ascontiguousarray(images, dtype=np.uint8),
-                                    entry / "images.npy"),
-            "targets.npy": _save_npy(np.asarray(targets, dtype=np.int64), entry / "targets.npy")}
-    save_json({**meta, "format": _FORMAT, "shape": list(images.shape), "sha256": sums}, meta_path)
-    return entry
+    entry = begin_entry(entry)
+    _save_npy(np.ascontiguousarray(images, dtype=np.uint8), entry / "images.npy")
+    return finish_entry(entry, targets, meta)
 
 
 def load_arrays(entry: str | os.PathLike, *, mmap: bool = True

@@ -21,11 +21,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from virolbi.data.cache import cache_dir as _cache_root
-from virolbi.data.cache import load_arrays, save_arrays
+from numpy.lib.format import open_memmap
+
+from virolbi.data.cache import begin_entry, finish_entry, load_arrays
 from virolbi.data.dataset import (FileImageDataset, ImageDataset, _check_size, decode_image,
                                   split_per_class)
 from virolbi.errors import InputError
-from virolbi.io import IMAGE_SUFFIXES
+from virolbi.io import IMAGE_SUFFIXES, atomic_path
 
 __all__ = ["load_image_folder", "load_imagenet100", "read_class_list", "SPLITS"]
 
@@ -195,30 +197,41 @@ def _decode_archive(path: Path, split: str, carve: bool, *, classes: Sequence[st
         keys, names, labels = _group(entries, source, classes, max_per_class,
                                      f"{path}" + (f" [{source}]" if source else ""))
         order = {k: i for i, k in enumerate(keys)}
-        decoded: list[np.ndarray | None] = [None] * len(keys)
-        bar = tqdm(total=len(keys), desc=f"decoding {path.name}", unit="img", disable=progress
-                   if progress is None else not progress)
-        try:
-            for name, m in members.items():  # archive order: forward reads only
-                i = order.get(name)
-                if i is None:
-                    continue
-                fh = tar.extractfile(m)
-                data = fh.read() if fh is not None else b""
-                decoded[i] = decode_image(data, image_size, name=f"{path}:{name}")
-                bar.update(1)
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            raise InputError(f"cannot read {path} (corrupt or truncated archive): {exc}") from None
-        finally:
-            bar.close()
+        begin_entry(entry)
+        # decoded straight into a memory-mapped images.npy: the set never sits in memory twice
+        with atomic_path(entry / "images.npy") as tmp:
+            out = None
+            bar = tqdm(total=len(keys), desc=f"decoding {path.name}", unit="img",
+                       disable=progress if progress is None else not progress)
+            try:
+                for name, m in members.items():  # archive order: forward reads only
+                    i = order.get(name)
+                    if i is None:
+                        continue
+                    fh = tar.extractfile(m)
+                    img = decode_image(fh.read() if fh is not None else b"", image_size,
+                                       name=f"{path}:{name}")
+                    if out is None:
+                        first = (name, img.shape)
+                        out = open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(len(keys), *img.shape))
+                    elif img.shape != first[1]:
+                        raise InputError(f"{path}: images of different sizes ({first[0]} is "
+                                         f"{first[1]}, {name} is {img.shape}); pass image_size "
+                                         "to resize and centre-crop them")
+                    out[i] = img
+                    bar.update(1)
+            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                raise InputError(f"cannot read {path} (corrupt or truncated archive): "
+                                 f"{exc}") from None
+            finally:
+                bar.close()
+            if out is not None:
+                out.flush()
+                del out
     finally:
         tar.close()
-    shapes = sorted({im.shape for im in decoded if im is not None})
-    if len(shapes) > 1:
-        raise InputError(f"{path}: images of different sizes {shapes[:3]}; pass image_size to "
-                         "resize and centre-crop them")
-    images = np.stack(decoded)  # type: ignore[arg-type]
-    save_arrays(entry, images, labels, {"classes": names, "files": keys, "source": str(path)})
+    finish_entry(entry, labels, {"classes": names, "files": keys, "source": str(path)})
     images, labels, _ = load_arrays(entry)
     return ImageDataset(images, labels, names, name=stem)
 
