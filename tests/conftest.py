@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -16,13 +17,33 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                  "truck")
 
 
+# Small tensors dominate the suite: one thread avoids oversubscription on the 2-core CI machines.
+torch.set_num_threads(1)
+
+TEST_CACHE = ROOT / ".pytest_cache" / "virolbi-data"
+
+
 def load_shared_cifar(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n_per_class`` images (by file name) of every class of the shared CIFAR-10 JPEG
-    copy, as ``uint8 (N, 32, 32, 3)`` and ``int64 (N,)`` labels, read straight from the tar."""
-    from PIL import Image
-
+    copy, as ``uint8 (N, 32, 32, 3)`` and ``int64 (N,)`` labels, read from the tar once and then
+    from a small cache under ``.pytest_cache``."""
     if not SHARED_CIFAR_TAR.exists():
         pytest.skip(f"shared data not found: {SHARED_CIFAR_TAR}")
+    cached = TEST_CACHE / f"cifar10-jpeg-first{n_per_class}.npz"
+    if cached.exists():
+        with np.load(cached) as f:
+            return f["images"], f["labels"]
+    images, labels = _read_shared_cifar(n_per_class)
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=images, labels=labels)
+    os.replace(tmp, cached)
+    return images, labels
+
+
+def _read_shared_cifar(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
     with tarfile.open(SHARED_CIFAR_TAR, "r:gz") as tar:
         members = {m.name: m for m in tar.getmembers() if m.isfile()}
         wanted = []

@@ -5,6 +5,7 @@ Sparsification" (2024).
 """
 
 from virolbi.errors import InputError
+from virolbi.smoother import ViRoLBI, image_path, smooth
 
 __version__ = "0.1.0"
-__all__ = ["InputError", "__version__"]
+__all__ = ["InputError", "ViRoLBI", "image_path", "smooth", "__version__"]
