@@ -104,7 +104,7 @@ def smooth(x: Any, sparsity: float = 0.6, *, kappa: float = 5.0, nu: float = 1.0
     >>> out = smooth(img, sparsity=0.3)
     >>> out.shape, out.dtype
     ((3, 16, 16), dtype('uint8'))
-    >>> smooth(np.full((8, 8), 0.5))[0, 0]     # a constant image is returned unchanged
+    >>> float(smooth(np.full((8, 8), 0.5))[0, 0])     # a constant image is returned unchanged
     0.5
     """
     sparsity = check_unit_interval(sparsity, "sparsity")
