@@ -1,0 +1,127 @@
+"""``virolbi corrupt``: write a dataset's noise-corrupted copy in the CIFAR-10-C layout.
+
+Example::
+
+    virolbi corrupt --data cifar10 --split test --corruption gaussian_noise --severities 1-5 \\
+        --output CIFAR-10-C-mine
+
+writes ``CIFAR-10-C-mine/gaussian_noise.npy`` (``uint8 (5 N, H, W, C)``, severities 1..5 in blocks
+of N images in dataset order) and ``labels.npy``, with the pinned CIFAR-10-C parameters
+(:data:`virolbi.perturb.SEVERITY_PARAMS`), so any dataset gets its "-C" version;
+:func:`virolbi.data.load_cifar_c` reads it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+import numpy as np
+
+from virolbi.errors import InputError
+
+COMMAND = "corrupt"
+HELP = "write a dataset's noise-corrupted copy in the CIFAR-10-C layout (<name>.npy + labels.npy)"
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    """Severities from ``"1-5"``, ``"2,4"`` or ``"3"``: integers in 1..5, in the given order.
+
+    >>> parse_severities("1-5"), parse_severities("5,1"), parse_severities("3")
+    ((1, 2, 3, 4, 5), (5, 1), (3,))
+    """
+    expected = f"severities must be integers in 1..5 written like '1-5', '2,4' or '3', got {text!r}"
+    values: list[int] = []
+    for part in str(text).split(","):
+        m = _RANGE.match(part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise InputError(expected)
+            values += list(range(lo, hi + 1))
+        elif part.strip().isdigit():
+            values.append(int(part))
+        else:
+            raise InputError(expected)
+    if not values or any(not 1 <= v <= 5 for v in values):
+        raise InputError(expected)
+    if len(set(values)) != len(values):
+        raise InputError(f"severities must not repeat, got {text!r}")
+    return tuple(values)
+
+
+def parse_corruptions(text: str) -> tuple[str, ...]:
+    """Corruption names from ``"gaussian_noise"``, ``"gaussian_noise,shot_noise"`` or ``"all"``.
+
+    >>> parse_corruptions("all")
+    ('gaussian_noise', 'shot_noise', 'impulse_noise', 'speckle_noise')
+    """
+    from virolbi.perturb import CORRUPTIONS
+
+    names = tuple(CORRUPTIONS) if text.strip() == "all" else tuple(
+        p.strip() for p in text.split(",") if p.strip())
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if not names or unknown:
+        raise InputError(f"corruption must be one or more of {', '.join(CORRUPTIONS)} (comma "
+                         f"separated) or 'all', got {text!r}")
+    return names
+
+
+def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``uint8 (N, H, W, C)`` images and ``int64 (N,)`` labels of a dataset, the first ``limit``."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    data = getattr(dataset, "data", None)
+    if isinstance(data, np.ndarray) and data.ndim == 4 and data.dtype == np.uint8:
+        return np.ascontiguousarray(data[:n]), np.asarray(dataset.targets[:n], dtype=np.int64)
+    images, labels = [], []
+    for i in range(n):
+        img, label = dataset[i]
+        arr = np.asarray(img)
+        if arr.dtype != np.uint8 or arr.ndim != 3:
+            raise InputError(f"dataset items must be uint8 images (C, H, W), got {arr.dtype} "
+                             f"{arr.shape}")
+        images.append(arr.transpose(1, 2, 0))
+        labels.append(int(label))
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True,
+                        help="dataset name (cifar10, cifar100, cifar10-jpeg, imagenet100) or the "
+                             "path of an ImageFolder directory / tar archive")
+    parser.add_argument("--split", default="test", help="train, val or test")
+    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize and centre-crop folder images to this side")
+    parser.add_argument("--corruption", required=True,
+                        help="gaussian_noise, shot_noise, impulse_noise, speckle_noise, a comma "
+                             "list of them, or 'all'")
+    parser.add_argument("--severities", default="1-5", help="'1-5', '2,4' or '3'")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N images (in dataset order)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="images corrupted at once")
+    parser.add_argument("--device", default="cpu", help="where the corruption is computed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from virolbi.data import load_dataset
+    from virolbi.perturb import write_cifar_c
+
+    corruptions = parse_corruptions(args.corruption)
+    severities = parse_severities(args.severities)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be a positive integer, got {args.limit}")
+    dataset = load_dataset(args.data, args.split, data_dir=args.data_dir,
+                           image_size=args.image_size)
+    images, labels = dataset_arrays(dataset, args.limit)
+    for name in corruptions:
+        path = write_cifar_c(images, labels, args.output, name, severities, seed=args.seed,
+                             batch_size=args.batch_size, device=args.device)
+        print(f"wrote {path} ({len(severities)} x {len(images)} images, severities "
+              f"{','.join(map(str, severities))})", file=sys.stdout)
+    return 0

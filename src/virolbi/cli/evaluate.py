@@ -1,0 +1,152 @@
+"""``virolbi evaluate``: the robustness suite on a trained classifier (SPEC §3, paper §4).
+
+Example::
+
+    virolbi evaluate --checkpoint runs/r18/model.pt --data cifar10 --suite paper \\
+        --preprocess-sparsity 0.6 --output-dir runs/r18/eval
+
+The checkpoint is a ``torch.save``-d dict ``{"model": state_dict, "config": {...}}`` whose config
+names the model (key ``model``, ``name`` or ``arch``), ``num_classes``, ``width`` and ``dataset``
+(optional: ``normalize``, ``image_size``, ``model_kwargs``); or a raw state dict together with
+``--model NAME --width W --num-classes K``. It is read with ``torch.load(weights_only=True)``.
+Writes ``results.json``, ``results.md`` and ``results.png`` to ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from virolbi.errors import InputError
+
+COMMAND = "evaluate"
+HELP = "robustness suite (noise, FGSM/PGD, low resolution, frequency) on a checkpoint"
+
+_NAME_KEYS = ("model", "name", "arch")
+
+
+def _read_checkpoint(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"could not read {path} as a PyTorch checkpoint (torch.load with "
+                         f"weights_only=True): {first}") from None
+
+
+def build_model(path: str | Path, *, model: str | None = None, width: float | None = None,
+                num_classes: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a classifier from a checkpoint file; command-line values override its config.
+
+    Returns the model (weights loaded, strict) and the resolved config.
+    """
+    from virolbi.models import DATASET_STATS, create_model, load_pretrained
+
+    path = Path(path)
+    obj = _read_checkpoint(path)
+    config = dict(obj["config"]) if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else {}
+    name = model or next((config[k] for k in _NAME_KEYS if isinstance(config.get(k), str)), None)
+    if name is None:
+        raise InputError(f"{path} has no 'config' naming the model: pass --model NAME (and --width, "
+                         "--num-classes)")
+    k = num_classes if num_classes is not None else config.get("num_classes", 10)
+    w = width if width is not None else config.get("width", 1.0)
+    kwargs = dict(config.get("model_kwargs") or {})
+    normalize: Any = config.get("normalize", True)
+    dataset = str(config.get("dataset", ""))
+    stats = "cifar10" if dataset.startswith("cifar10") else dataset
+    if normalize is True and stats in DATASET_STATS:
+        normalize = stats
+    if config.get("image_size") is not None:
+        kwargs["image_size"] = config["image_size"]
+    net = create_model(name, num_classes=k, width=w, normalize=normalize, **kwargs)
+    load_pretrained(net, path)
+    resolved = {"model": name, "num_classes": k, "width": w, "normalize": normalize,
+                "dataset": config.get("dataset"), **({"model_kwargs": kwargs} if kwargs else {})}
+    return net, resolved
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="torch.save file: {'model': state_dict, 'config': {...}} or a raw "
+                             "state dict (then give --model)")
+    parser.add_argument("--model", default=None, help="model name for a raw state dict (resnet18, "
+                        "resnet50, vit_tiny, torchvision:<name>, timm:<name>); overrides the config")
+    parser.add_argument("--width", type=float, default=None, help="ResNet width multiplier")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
+    parser.add_argument("--data", required=True,
+                        help="dataset name (cifar10, cifar100, cifar10-jpeg, imagenet100) or the "
+                             "path of an ImageFolder directory / tar archive")
+    parser.add_argument("--split", default="test", help="train, val or test")
+    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize and centre-crop folder images to this side")
+    parser.add_argument("--suite", default="paper",
+                        help="paper, quick, noise, adversarial, lowres or frequency")
+    parser.add_argument("--preprocess-sparsity", type=float, default=None,
+                        help="test-time ViRoLBI preprocessing at this sparsity level (paper: 0.6 "
+                             "CIFAR, 0.3 ImageNet100); rows with and without it")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="evaluate a random subset of N images (seeded) for a quick run")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (step ε/4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    parser.add_argument("--no-sanity", action="store_true",
+                        help="skip the extra PGD runs of the sanity checks")
+    parser.add_argument("--output-dir", default="evaluation",
+                        help="where results.json, results.md and results.png go")
+
+
+def run(args: argparse.Namespace) -> int:
+    from virolbi.checks import check_unit_interval
+    from virolbi.data import load_dataset
+    from virolbi.evaluate import evaluate, get_suite, write_report
+
+    get_suite(args.suite)  # an unknown suite fails before anything is loaded
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
+                        ("--pgd-steps", args.pgd_steps)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a positive integer, got {value}")
+    sparsity = (None if args.preprocess_sparsity is None
+                else check_unit_interval(args.preprocess_sparsity, "--preprocess-sparsity"))
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} requested but CUDA is not available")
+
+    model, config = build_model(args.checkpoint, model=args.model, width=args.width,
+                                num_classes=args.num_classes)
+    dataset = load_dataset(args.data, args.split, data_dir=args.data_dir,
+                           image_size=args.image_size)
+    preprocess = None
+    if sparsity is not None:
+        from virolbi.smoother import ViRoLBI
+
+        preprocess = ViRoLBI(sparsity=sparsity)
+    meta = {"model": f"{config['model']} (width {config['width']:g}, {config['num_classes']} classes)",
+            "checkpoint": str(args.checkpoint), "model_config": config,
+            "data": {"name": str(args.data), "split": args.split, "data_dir": args.data_dir},
+            "preprocess_sparsity": sparsity,
+            "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
+    results = evaluate(model, dataset, suite=args.suite, preprocess=preprocess, limit=args.limit,
+                       batch_size=args.batch_size, device=device, seed=args.seed,
+                       pgd_steps=args.pgd_steps, sanity=not args.no_sanity, meta=meta)
+    paths = write_report(results, args.output_dir)
+    clean = [r for r in results.rows if r.group == "clean"]
+    failed = [c.name for c in results.sanity if not c.passed]
+    for r in clean:
+        pre = "without preprocessing" if r.preprocessing == "none" else f"with {r.preprocessing}"
+        print(f"clean accuracy {100 * r.accuracy:.2f}% ({pre}, n = {r.n})")
+    if results.sanity:
+        print(f"sanity checks: {len(results.sanity) - len(failed)}/{len(results.sanity)} passed"
+              + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(f"wrote {paths['json']}, {paths['markdown']}, {paths['figure']}")
+    return 0
