@@ -1,0 +1,120 @@
+"""``virolbi evaluate`` end to end on real CIFAR images with a tiny ResNet, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from virolbi.cli import main
+from virolbi.data import load_dataset
+from virolbi.evaluate import load_results
+from virolbi.models import create_model
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.fixture(scope="module")
+def image_tree(cifar_small, tmp_path_factory):
+    """The 20 real CIFAR images as an ImageFolder tree with a test split."""
+    root = tmp_path_factory.mktemp("tree")
+    images, labels = cifar_small
+    for i, (img, label) in enumerate(zip(images, labels)):
+        d = root / "test" / CLASSES[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    model = create_model("resnet18", 10, width=0.0625)
+    config = {"model": "resnet18", "num_classes": 10, "width": 0.0625, "dataset": "cifar10"}
+    torch.save({"model": model.state_dict(), "config": config}, d / "full.pt")
+    torch.save(model.state_dict(), d / "raw.pt")
+    return d, model
+
+
+def _one_error_line(capsys, code, match):
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("virolbi evaluate: error: ") and match in err, err
+
+
+def test_end_to_end_quick_suite(image_tree, checkpoints, tmp_path, capsys):
+    d, model = checkpoints
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(image_tree),
+                 "--suite", "quick", "--limit", "8", "--pgd-steps", "1", "--batch-size", "4",
+                 "--device", "cpu", "--output-dir", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md", "results.png"]
+    res = load_results(out / "results.json")
+    assert res.meta["n"] == 8 and res.meta["dataset_size"] == 20 and res.meta["suite"] == "quick"
+    assert res.meta["model_config"]["width"] == 0.0625
+    assert {(r.perturbation, r.level) for r in res.rows if r.group != "sanity"} == {
+        ("clean", "-"), ("gaussian_noise", "3"), ("fgsm", "8/255"), ("low_resolution", "1/2"),
+        ("frequency", "low"), ("frequency", "high")}
+    assert len(res.sanity) == 4
+    # the clean row equals the checkpoint's model run by hand on the same subset
+    ds = load_dataset(str(image_tree), "test")
+    idx = np.sort(np.random.default_rng(0).choice(20, size=8, replace=False))
+    x = torch.stack([ds[i][0] for i in idx]).float() / 255  # decoded lazily: item by item
+    with torch.no_grad():
+        ref = (model.eval()(x).argmax(1).numpy() == ds.targets[idx]).mean()
+    assert res.accuracy("clean") == pytest.approx(ref)
+    md = (out / "results.md").read_text()
+    assert "## Table 2: adversarial examples" in md and "| FGSM | 8/255 | classifier alone |" in md
+    assert "clean accuracy" in stdout and "sanity checks:" in stdout
+    json.loads((out / "results.json").read_text())
+
+
+def test_raw_state_dict_with_model_flags(image_tree, checkpoints, tmp_path, capsys):
+    d, _ = checkpoints
+    code = main(["evaluate", "--checkpoint", str(d / "raw.pt"), "--model", "resnet18", "--width",
+                 "0.0625", "--num-classes", "10", "--data", str(image_tree), "--suite", "lowres",
+                 "--limit", "4", "--output-dir", str(tmp_path / "o"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert [r.level for r in load_results(tmp_path / "o" / "results.json").rows] == ["-", "1/4", "1/2"]
+
+
+def test_bad_inputs_exit_2_with_one_line(image_tree, checkpoints, tmp_path, capsys):
+    d, _ = checkpoints
+    base = ["--data", str(image_tree), "--output-dir", str(tmp_path / "x")]
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")] + base)
+    _one_error_line(capsys, code, "checkpoint not found")
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--suite", "everything"] + base)
+    _one_error_line(capsys, code, "unknown suite 'everything'")
+    code = main(["evaluate", "--checkpoint", str(d / "raw.pt")] + base)
+    _one_error_line(capsys, code, "has no 'config' naming the model: pass --model NAME")
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--limit", "0"] + base)
+    _one_error_line(capsys, code, "--limit must be a positive integer, got 0")
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--preprocess-sparsity", "1.5"]
+                + base)
+    _one_error_line(capsys, code, "--preprocess-sparsity must be in (0, 1], got 1.5")
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--num-classes", "100"] + base)
+    _one_error_line(capsys, code, "different shapes")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code = main(["evaluate", "--checkpoint", str(bad)] + base)
+    _one_error_line(capsys, code, "could not read")
+    assert not (tmp_path / "x").exists()
+
+
+def test_subprocess_missing_checkpoint(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from virolbi.cli import main; sys.exit(main())",
+         "evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--data", "cifar10"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"virolbi evaluate: error: checkpoint not found: {tmp_path / 'missing.pt'}"]
