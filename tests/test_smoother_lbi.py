@@ -172,3 +172,17 @@ def test_fast_solvers_agree_with_eq5_on_real_images(cifar_batch, solver):
     rms = (fast.images - ref.images).pow(2).mean((2, 3, 4)).sqrt()
     assert rms.median() < 0.01, rms
     assert fast.iterations.double().mean() * 8 < ref.iterations.double().mean()
+
+
+def test_fused_kernel_matches_the_tensor_path(cifar_batch, monkeypatch):
+    import virolbi.smoother.fused as fused
+
+    if not fused.available():
+        pytest.skip("numba not installed")
+    x = cifar_batch[:4].double()
+    a = lbi_path(x, (0.3, 0.7))
+    monkeypatch.setattr(fused, "available", lambda: False)
+    b = lbi_path(x, (0.3, 0.7))
+    assert torch.equal(a.iterations, b.iterations)
+    assert torch.equal(a.support(), b.support())
+    assert torch.allclose(a.images, b.images, atol=1e-9)

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from virolbi.checks import check_image_batch, check_levels, check_positive
 from virolbi.errors import InputError
+from virolbi.smoother import fused as _fused
 from virolbi.smoother.operators import (NeumannSolver, adjoint_diff, edge_count, forward_diff,
                                         hessian_norm)
 from virolbi.smoother.projection import PROJECTIONS, project
@@ -180,29 +181,54 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
         scale = (jump * step / nu).view(b, 1, 1, 1)
         zh, zv = d0h * scale, d0v * scale
     c_imp = step * kappa / nu
+    # The default CPU path fuses the IMEX edge update into one numba pass (same arithmetic).
+    use_fused = (solver == "imex" and grouped and x.device.type == "cpu" and _fused.available()
+                 and x.dtype in (torch.float32, torch.float64))
+    if use_fused:
+        zh, zv = zh.contiguous(), zv.contiguous()
+        dtg = torch.zeros_like(x)  # Dᵀγ, γ = 0 after the jump
+        cnt = torch.zeros(b, dtype=torch.int64)
+        cnt_nf = torch.zeros(b, dtype=torch.int64)
+        flat_h_run = flat_h[:, 0].contiguous()
+        flat_v_run = flat_v[:, 0].contiguous()
+        u0_run, nonflat_run = u0, nonflat
+        solve_nu = NeumannSolver(h, w, nu, dtype=x.dtype, device=x.device)
+        solve_nu.inv = solve_nu.inv / nu  # folds the 1/ν of u = u0 + A⁻¹Dᵀγ/ν
 
     bar = tqdm(total=b, unit="img", desc=f"LBI ({solver})", disable=not progress, leave=False)
     while idx.numel() > 0 and nl > 0:
-        mag_h, mag_v = edge_magnitude(zh, grouped), edge_magnitude(zv, grouped)
-        gh, gv = kappa * shrink(zh, grouped, mag_h), kappa * shrink(zv, grouped, mag_v)
-        act_h, act_v = mag_h > 1.0, mag_v > 1.0
-        if solver != "explicit":
-            u = u0[idx] + solve(adjoint_diff(gh, gv)) / nu
-        sp = _sparsity(act_h, act_v)
+        if use_fused:
+            u = solve_nu(dtg).add_(u0_run)
+            sp = cnt.double() / n_edges
+            n_act_nonflat = cnt_nf
+
+            def support(mask):
+                return (edge_magnitude(zh[mask], True) > 1.0, edge_magnitude(zv[mask], True) > 1.0)
+        else:
+            mag_h, mag_v = edge_magnitude(zh, grouped), edge_magnitude(zv, grouped)
+            gh, gv = kappa * shrink(zh, grouped, mag_h), kappa * shrink(zv, grouped, mag_v)
+            act_h, act_v = mag_h > 1.0, mag_v > 1.0
+            if solver != "explicit":
+                u = u0[idx] + solve(adjoint_diff(gh, gv)) / nu
+            sp = _sparsity(act_h, act_v)
+            n_act_nonflat = ((act_h & ~flat_h[idx]).flatten(1).sum(1)
+                             + (act_v & ~flat_v[idx]).flatten(1).sum(1))
+
+            def support(mask):
+                return act_h[mask], act_v[mask]
         nxt = next_level[idx]
-        for li in range(nl):
-            hit = (nxt == li) & (sp >= lev[li])
-            if bool(hit.any()):
-                sel = idx[hit]
-                out_u[li, sel] = u[hit]
-                out_ah[li, sel], out_av[li, sel] = act_h[hit], act_v[hit]
-                out_it[li, sel], out_sp[li, sel] = k[hit], sp[hit]
-                reached[li, sel] = True
-                nxt = torch.where(hit, nxt + 1, nxt)
-        next_level[idx] = nxt
-        n_act_nonflat = ((act_h & ~flat_h[idx]).flatten(1).sum(1)
-                         + (act_v & ~flat_v[idx]).flatten(1).sum(1))
-        stuck = (n_act_nonflat >= nonflat[idx]) | (k >= max_iter)
+        if bool((sp >= lev[nxt.clamp(max=nl - 1)]).any()):
+            for li in range(nl):
+                hit = (nxt == li) & (sp >= lev[li])
+                if bool(hit.any()):
+                    sel = idx[hit]
+                    out_u[li, sel] = u[hit]
+                    out_ah[li, sel], out_av[li, sel] = support(hit)
+                    out_it[li, sel], out_sp[li, sel] = k[hit], sp[hit]
+                    reached[li, sel] = True
+                    nxt = torch.where(hit, nxt + 1, nxt)
+            next_level[idx] = nxt
+        stuck = (n_act_nonflat >= (nonflat_run if use_fused else nonflat[idx])) | (k >= max_iter)
         finished = (nxt >= nl) | stuck
         if bool(finished.any()):
             u_stop = u
@@ -217,7 +243,7 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
                 if bool(miss.any()):
                     sel = idx[miss]
                     out_u[li, sel] = u_stop[miss]
-                    out_ah[li, sel], out_av[li, sel] = act_h[miss], act_v[miss]
+                    out_ah[li, sel], out_av[li, sel] = support(miss)
                     out_it[li, sel], out_sp[li, sel] = k[miss], sp[miss]
             final_it[idx[finished]] = k[finished]
             keep = ~finished
@@ -226,7 +252,17 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
             if idx.numel() == 0:
                 break
             xs = x[idx]
-            zh, zv, gh, gv, u = zh[keep], zv[keep], gh[keep], gv[keep], u[keep]
+            zh, zv, u = zh[keep].contiguous(), zv[keep].contiguous(), u[keep]
+            if use_fused:
+                dtg, flat_h_run, flat_v_run = dtg[keep], flat_h_run[keep], flat_v_run[keep]
+                u0_run, nonflat_run = u0_run[keep], nonflat_run[keep]
+            else:
+                gh, gv = gh[keep], gv[keep]
+        if use_fused:
+            cnt, cnt_nf = _fused.imex_edge_step(u, zh, zv, dtg, flat_h_run, flat_v_run,
+                                                step / nu, c_imp, kappa)
+            k = k + 1
+            continue
         dh, dv = forward_diff(u)
         if solver == "explicit":
             rh, rv = dh - gh, dv - gv
