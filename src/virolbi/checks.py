@@ -92,7 +92,7 @@ def check_image_batch(x: torch.Tensor, name: str = "images", *, min_size: int = 
     check_finite(x, name)
     if value_range is not None and x.is_floating_point():
         lo, hi = value_range
-        xmin, xmax = float(x.min()), float(x.max())
+        xmin, xmax = float(x.detach().min()), float(x.detach().max())
         if xmin < lo or xmax > hi:
             raise InputError(f"{name} must have float values in [{lo:g}, {hi:g}], got values in "
                              f"[{xmin:.4g}, {xmax:.4g}] (scale uint8 images by 1/255 or pass uint8)")
