@@ -177,20 +177,6 @@ def test_preprocessing_rows_and_threat_models(one_per_class):
     assert res.sanity == [] and not res.select(group="sanity")
 
 
-def test_real_smoother_all_threat_models(one_per_class):
-    from virolbi.smoother import ViRoLBI
-
-    x, y, _ = one_per_class
-    x = x[:, :, :12, :12].contiguous()  # a 12x12 crop keeps the smoother's runs short
-    specs = [PerturbationSpec("clean", "-", None, "clean"),
-             PerturbationSpec("fgsm", "8/255", 8 / 255, "adversarial", ADVERSARIAL_THREAT_MODELS)]
-    res = evaluate(Templates(x), (x[:2], y[:2]), suite=specs, preprocess=ViRoLBI(0.6),
-                   progress=False, sanity=False)
-    assert {r.threat_model for r in res.select(perturbation="fgsm")} == set(ADVERSARIAL_THREAT_MODELS)
-    assert {r.preprocessing for r in res.rows} == {"none", "ViRoLBI(sparsity=0.6)"}
-    assert res.meta["skipped"] == []
-
-
 def test_limit_seed_batch_size_and_mode(cifar_small):
     images, labels = cifar_small
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
