@@ -205,6 +205,7 @@ def plot_results(results: Results, path: str | os.PathLike) -> Path:
                         ax.plot([r.value for r in rows], [100 * r.accuracy for r in rows], marker="o",
                                 linestyle="-" if pre == NO_PREPROCESSING else "--",
                                 label=f"{_NOISE_NAMES.get(name, name)}, {_pre_label(pre)}")
+            ax.set_xticks(sorted({r.value for r in noise}))
             ax.set_xlabel("severity")
             ax.set_title("Noise")
         elif panel == "adversarial":
