@@ -17,6 +17,7 @@ tensor path up to floating-point rounding (a test compares them); it only replac
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -98,6 +99,10 @@ def imex_edge_step(u: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, dtg: tor
     per image. ``a = α/ν``; ``flat_h``/``flat_v`` are ``bool`` ``(n, H, W-1)``/``(n, H-1, W)``."""
     global _compiled
     if _compiled is None:
+        # numba's OpenMP layer spins its threads after each call and starves torch's own OpenMP
+        # pool (conv layers 30x slower afterwards on 2 cores); the workqueue layer does not spin.
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            numba.config.THREADING_LAYER = "workqueue"
         _compiled = numba.njit(parallel=True, fastmath=False, cache=True)(_kernel)
     n = u.shape[0]
     counts = np.zeros(n, dtype=np.int64)
