@@ -120,11 +120,12 @@ def plot_image_path(images: Any, levels: Sequence[float], titles: Sequence[str] 
         if len(titles) != len(rows):
             raise InputError(f"got {len(titles)} titles for {len(rows)} images")
 
-    aspect = max(r.shape[2] / r.shape[3] for r in rows)
-    fig = Figure(figsize=(panel_size * n_levels, panel_size * aspect * len(rows) + 0.3),
+    aspects = [r.shape[2] / r.shape[3] for r in rows]  # height / width of each row
+    fig = Figure(figsize=(panel_size * n_levels, panel_size * sum(aspects) + 0.3),
                  layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), n_levels, squeeze=False)
+    axes = fig.subplots(len(rows), n_levels, squeeze=False,
+                        gridspec_kw={"height_ratios": aspects})
     for i, row in enumerate(rows):
         for j in range(n_levels):
             ax = axes[i, j]
