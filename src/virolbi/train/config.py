@@ -1,0 +1,322 @@
+"""Training configurations: YAML files layered with ``defaults:`` and ``key=value`` overrides.
+
+A configuration is a nested mapping. :data:`DEFAULTS` holds every key the trainer knows, with its
+default; a YAML file may list other files under ``defaults:`` (paths relative to the file, ``.yaml``
+optional), which are merged first, in order, and the file's own keys go on top. Command-line
+overrides ``section.key=value`` come last; their values are parsed as YAML (``0.1`` is a float,
+``true`` a bool, ``null`` None, ``[0.3, 0.5]`` a list). Unknown keys are an error (a typo would
+otherwise be silently ignored), except under the free-form sections listed in :data:`FREE_FORM`.
+
+The resolved configuration is saved beside the results (``config.yaml`` in the run directory), so
+every run can be repeated from its own output folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from virolbi.errors import InputError
+
+__all__ = ["DEFAULTS", "FREE_FORM", "PROCEDURES", "load_config", "merge", "apply_overrides",
+           "parse_override", "resolve_config", "validate_config", "save_config", "config_to_yaml"]
+
+PROCEDURES = ("vanilla", "blur", "fixed", "iterative")
+
+#: Every key the trainer reads, with its default (the seeds' CIFAR recipe, SPEC §2).
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "seed": 0,
+    "output_dir": "runs/{name}",
+    "device": "auto",            # auto | cpu | cuda | cuda:N
+    "resume": False,             # True: continue from <output_dir>/last.pt when it exists
+    "deterministic": False,      # torch.use_deterministic_algorithms (GPU runs; CPU is already)
+    "data": {
+        "name": "cifar10-jpeg",  # anything virolbi.data.load_dataset accepts
+        "data_dir": None,
+        "download": False,
+        "train_split": "train",
+        "val_split": "val",
+        "train_subset": None,    # int: a class-balanced, seeded subset of the training split
+        "val_subset": None,
+        "num_classes": None,     # None: from the dataset
+    },
+    "model": {
+        "name": "resnet18",
+        "width": 1.0,
+        "pretrained": None,      # a checkpoint to fine-tune (any procedure)
+        "drop_head": False,      # fine-tuning to a new number of classes
+        "image_size": None,
+        "kwargs": {},
+    },
+    "procedure": {
+        "name": "vanilla",       # vanilla | blur | fixed | iterative
+        "sparsity": 0.6,         # fixed: the level (0.6 CIFAR, 0.3 ImageNet100)
+        "levels": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],   # iterative: schedule levels, coarse to fine
+        "blur_kernel": None,     # blur: None -> kernel 3 (32 px) / 7 (224 px), sigma 2
+        "blur_sigma": 2.0,
+        "smoother": {"kappa": 5.0, "nu": 1.0, "group": True},
+        "cache_dir": None,       # None: $VIROLBI_CACHE or ~/.cache/virolbi
+        "cache_batch_size": 256,
+    },
+    "optim": {
+        "name": "sgd",           # sgd | adamw
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 5e-4,
+        "epochs": 200,
+        "batch_size": 128,       # global batch (split over DDP processes)
+        "scheduler": "cosine",   # cosine | step | constant
+        "warmup_epochs": 0,
+        "step_milestones": [],   # step: epochs at which lr *= step_gamma
+        "step_gamma": 0.1,
+        "label_smoothing": 0.0,
+        "grad_clip": None,
+        "max_steps_per_epoch": None,   # cap (tests and benchmarks)
+    },
+    "augment": {"crop_padding": 4, "flip": True},
+    "eval": {
+        "batch_size": 256,
+        "every": 1,              # validate every N epochs (and after the last)
+        "test_time_sparsity": None,    # e.g. 0.6: also report accuracy on smoothed val images
+    },
+    "logging": {"tensorboard": True, "progress": True, "keep_checkpoints": False},
+    "ddp": {"backend": "auto", "sync_batchnorm": True, "timeout_minutes": 360},
+}
+
+#: Sections whose keys are passed through unchecked (model options, smoother options).
+FREE_FORM = ("model.kwargs", "procedure.smoother")
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in ``top`` replaces ``base``.
+
+    Examples
+    --------
+    >>> merge({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}})
+    {'a': {'x': 1, 'y': 3}, 'b': 1}
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _find(path: Path) -> Path:
+    if not path.exists() and path.suffix not in (".yaml", ".yml"):
+        return path.with_name(path.name + ".yaml")
+    return path
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _load_layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = _find(path).resolve()
+    if path in seen:
+        chain = " -> ".join(p.name for p in seen + (path,))
+        raise InputError(f"config defaults form a cycle: {chain}")
+    data = _read_yaml(path)
+    parents = data.pop("defaults", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise InputError(f"{path}: 'defaults' must be a list of config paths, got {parents!r}")
+    out: dict[str, Any] = {}
+    for parent in parents:
+        out = merge(out, _load_layered(path.parent / parent, seen + (path,)))
+    return merge(out, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into ``(["a", "b"], parsed value)``; the value is read as YAML.
+
+    Examples
+    --------
+    >>> parse_override("optim.lr=0.05")
+    (['optim', 'lr'], 0.05)
+    >>> parse_override("procedure.levels=[0.3, 0.8]")
+    (['procedure', 'levels'], [0.3, 0.8])
+    >>> parse_override("model.pretrained=null")
+    (['model', 'pretrained'], None)
+    """
+    key, sep, raw = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise InputError(f"an override must look like section.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (see :func:`parse_override`) on top of ``config``."""
+    out = copy.deepcopy(dict(config))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                if k in node and node[k] is not None:
+                    raise InputError(f"override {text!r}: {k!r} is not a section")
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def _check_keys(config: Mapping[str, Any], reference: Mapping[str, Any], prefix: str = "") -> None:
+    for key, value in config.items():
+        where = f"{prefix}{key}"
+        if key not in reference:
+            known = ", ".join(sorted(reference))
+            raise InputError(f"unknown config key {where!r} (known keys{' in ' + prefix[:-1] if prefix else ''}: "
+                             f"{known})")
+        if where in FREE_FORM:
+            if value is not None and not isinstance(value, Mapping):
+                raise InputError(f"config key {where!r} must be a mapping, got {value!r}")
+            continue
+        if isinstance(reference[key], dict):
+            if not isinstance(value, Mapping):
+                raise InputError(f"config key {where!r} must be a section (mapping), got {value!r}")
+            _check_keys(value, reference[key], where + ".")
+
+
+def _int(cfg: dict, section: str, key: str, low: int, *, optional: bool = False) -> None:
+    value = cfg[section][key]
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{section}.{key} must be an integer >= {low}"
+                         f"{' or null' if optional else ''}, got {value!r}")
+
+
+def _num(cfg: dict, section: str, key: str, low: float, *, strict: bool = False,
+         optional: bool = False) -> None:
+    value = cfg[section][key]
+    if optional and value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value > low if strict else value >= low)
+    if not ok:
+        raise InputError(f"{section}.{key} must be a number {'>' if strict else '>='} {low:g}, "
+                         f"got {value!r}")
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check keys and values of a full configuration; return it (a plain dict)."""
+    cfg = dict(config)
+    _check_keys(cfg, DEFAULTS)
+    proc = cfg["procedure"]
+    if proc["name"] not in PROCEDURES:
+        raise InputError(f"procedure.name must be one of {', '.join(PROCEDURES)}, got "
+                         f"{proc['name']!r} (fine-tuning = any procedure with model.pretrained set)")
+    from virolbi.checks import check_levels, check_unit_interval
+
+    check_unit_interval(proc["sparsity"], "procedure.sparsity")
+    proc["levels"] = list(check_levels(proc["levels"], "procedure.levels"))
+    if cfg["eval"]["test_time_sparsity"] is not None:
+        check_unit_interval(cfg["eval"]["test_time_sparsity"], "eval.test_time_sparsity")
+    for key in ("epochs", "batch_size"):
+        _int(cfg, "optim", key, 1)
+    _int(cfg, "optim", "warmup_epochs", 0)
+    _int(cfg, "optim", "max_steps_per_epoch", 1, optional=True)
+    _num(cfg, "optim", "lr", 0.0, strict=True)
+    for key in ("momentum", "weight_decay", "label_smoothing", "step_gamma"):
+        _num(cfg, "optim", key, 0.0)
+    _num(cfg, "optim", "grad_clip", 0.0, strict=True, optional=True)
+    if cfg["optim"]["name"] not in ("sgd", "adamw"):
+        raise InputError(f"optim.name must be 'sgd' or 'adamw', got {cfg['optim']['name']!r}")
+    if cfg["optim"]["scheduler"] not in ("cosine", "step", "constant"):
+        raise InputError(f"optim.scheduler must be cosine, step or constant, got "
+                         f"{cfg['optim']['scheduler']!r}")
+    _int(cfg, "augment", "crop_padding", 0)
+    _int(cfg, "eval", "batch_size", 1)
+    _int(cfg, "eval", "every", 1)
+    _int(cfg, "data", "train_subset", 1, optional=True)
+    _int(cfg, "data", "val_subset", 1, optional=True)
+    _int(cfg, "data", "num_classes", 1, optional=True)
+    _int(cfg, "procedure", "cache_batch_size", 1)
+    _num(cfg, "model", "width", 0.0, strict=True)
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
+        raise InputError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
+    return cfg
+
+
+def resolve_config(config: Mapping[str, Any] | None = None,
+                   overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """:data:`DEFAULTS` ← ``config`` ← ``overrides``, validated; ``output_dir`` formatted with ``name``.
+
+    Examples
+    --------
+    >>> cfg = resolve_config({"optim": {"epochs": 3}}, ["optim.lr=0.05", "name=demo"])
+    >>> cfg["optim"]["epochs"], cfg["optim"]["lr"], cfg["output_dir"]
+    (3, 0.05, 'runs/demo')
+    """
+    cfg = merge(DEFAULTS, dict(config or {}))
+    cfg = apply_overrides(cfg, overrides)
+    cfg = validate_config(cfg)
+    if isinstance(cfg["output_dir"], str) and "{name}" in cfg["output_dir"]:
+        cfg["output_dir"] = cfg["output_dir"].replace("{name}", str(cfg["name"]))
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a YAML config (following its ``defaults:`` chain), apply overrides, validate.
+
+    Parameters
+    ----------
+    path : path-like
+        A YAML file, e.g. ``configs/small/cifar10_iterative.yaml``.
+    overrides : iterable of str
+        ``section.key=value`` strings, applied last.
+
+    Returns
+    -------
+    dict
+        The resolved configuration (every key of :data:`DEFAULTS` present).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "base.yaml").write_text("optim: {lr: 0.1, epochs: 10}\\n")
+    >>> _ = (d / "run.yaml").write_text("defaults: [base]\\noptim: {epochs: 2}\\n")
+    >>> cfg = load_config(d / "run.yaml", ["optim.lr=0.01"])
+    >>> cfg["optim"]["lr"], cfg["optim"]["epochs"], cfg["optim"]["momentum"]
+    (0.01, 2, 0.9)
+    """
+    return resolve_config(_load_layered(Path(path), ()), overrides)
+
+
+def config_to_yaml(config: Mapping[str, Any]) -> str:
+    """The configuration as YAML text (keys in :data:`DEFAULTS` order)."""
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None)
+
+
+def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write the resolved configuration as YAML, atomically."""
+    from virolbi.io import save_text
+
+    return save_text(config_to_yaml(config), path)
