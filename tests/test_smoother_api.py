@@ -1,4 +1,4 @@
-"""The public surface of the smoother: ``virolbi.smooth``, ``virolbi.image_path`` and ``virolbi.ViRoLBI``.
+"""The public surface of the smoother: ``virolbi.smooth``, ``image_path`` and ``ViRoLBI``.
 
 Every bad input raises :class:`virolbi.InputError` (a ``ValueError``) with a message naming the
 problem; shapes, types and dtypes follow the input; the module equals the function and its output is
@@ -55,7 +55,8 @@ BAD_INPUTS = [
     ("list", lambda: [[0.1, 0.2], [0.3, 0.4]], {}, "torch.Tensor or numpy.ndarray image, got list"),
     ("channels-last", lambda: np.zeros((32, 32, 3), np.float32), {}, "looks channels-last"),
     ("sparsity 0", lambda: _img(8, 8), {"sparsity": 0.0}, r"sparsity must be in \(0, 1\], got 0"),
-    ("sparsity 1.5", lambda: _img(8, 8), {"sparsity": 1.5}, r"sparsity must be in \(0, 1\], got 1.5"),
+    ("sparsity 1.5", lambda: _img(8, 8), {"sparsity": 1.5},
+     r"sparsity must be in \(0, 1\], got 1.5"),
     ("sparsity nan", lambda: _img(8, 8), {"sparsity": math.nan}, r"sparsity must be in \(0, 1\]"),
     ("sparsity text", lambda: _img(8, 8), {"sparsity": "a lot"}, "sparsity must be a number"),
     ("unknown solver", lambda: _img(8, 8), {"solver": "newton"},
@@ -129,7 +130,10 @@ def test_module_rejects_bad_batches():
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
 def test_same_type_shape_and_dtype_out(shape, family, dtype):
     rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, shape).astype(np.uint8) if dtype == "uint8" else rng.random(shape).astype(dtype)
+    if dtype == "uint8":
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+    else:
+        x = rng.random(shape).astype(dtype)
     if family == "torch":
         x = torch.from_numpy(x)
     y = smooth(x, 0.4)
@@ -171,9 +175,9 @@ def test_input_is_not_modified(cifar_batch):
     assert torch.equal(x, before)
 
 
-@pytest.mark.xfail(strict=True, reason="smooth() passes read-only NumPy arrays to torch.from_numpy, "
-                                       "which warns (an error under this test configuration); "
-                                       "np.asarray(PIL image) is read-only")
+@pytest.mark.xfail(strict=True, reason="smooth() passes read-only NumPy arrays to "
+                   "torch.from_numpy, which warns (an error under this test configuration); "
+                   "np.asarray(PIL image) is read-only")
 def test_read_only_numpy_input_gives_no_warning():
     x = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
     x.setflags(write=False)
@@ -299,7 +303,8 @@ def test_unreachable_target_is_a_warning_not_an_error():
     ceiling = 1 - (flat_h + flat_v) / 112
     assert info.reached.tolist() == [[True, False]]
     assert float(info.sparsity[0, 1]) <= ceiling + 1e-12
-    assert len(info.warnings) == 1 and info.warnings[0].startswith("image 1: sparsity 0.9 not reached")
+    assert len(info.warnings) == 1
+    assert info.warnings[0].startswith("image 1: sparsity 0.9 not reached")
     # the flat half stays one flat piece of the output
     assert torch.unique(y[1, 0, :, :4]).numel() == 1
     assert y.shape == x.shape

@@ -67,7 +67,8 @@ def test_pyplot_state_is_untouched():
 @pytest.mark.parametrize("images, levels, titles, message", [
     (np.zeros((2, 3, 4, 4)), (0.5, 1.0), None, r"shape \(L, N, C, H, W\)"),
     (np.zeros((2, 0, 3, 4, 4)), (0.5, 1.0), None, "holds no image"),
-    (np.zeros((2, 1, 2, 4, 4)), (0.5, 1.0), None, r"1 \(gray\) or 3 \(RGB\) channels, image 0 has 2"),
+    (np.zeros((2, 1, 2, 4, 4)), (0.5, 1.0), None,
+     r"1 \(gray\) or 3 \(RGB\) channels, image 0 has 2"),
     (np.zeros((2, 1, 3, 4, 4)), (0.5,), None, "got 1 levels for 2 images per row"),
     (np.zeros((2, 1, 3, 4, 4)), "ab", None, "levels must be a sequence of numbers"),
     (np.zeros((2, 2, 3, 4, 4)), (0.5, 1.0), ["one"], "got 1 titles for 2 images"),

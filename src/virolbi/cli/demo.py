@@ -7,7 +7,7 @@ Example::
 
 writes into the output folder
 
-- ``path.png``: the image path (paper Fig. 1a / Fig. 6), one row per photograph, one column per level;
+- ``path.png``: the image path (paper Fig. 1a / Fig. 6), a row per photograph, a column per level;
 - ``<name>_s0.60.png``: each photograph smoothed at ``--sparsity``;
 - ``report.md`` and ``report.json``: per photograph its size, the LBI iterations at which each level
   was reached, seconds and throughput.
@@ -38,7 +38,7 @@ from virolbi.cli.smooth import (LoadedImage, add_smoother_arguments, check_outpu
 from virolbi.errors import InputError
 
 COMMAND = "demo"
-HELP = "run ViRoLBI on scikit-image's sample photographs: image-path figure, smoothed images, report"
+HELP = "run ViRoLBI on scikit-image's sample photographs: image path, smoothed images, report"
 
 #: scikit-image sample photographs used by default (bundled with scikit-image, no download).
 DEFAULT_IMAGES = ("astronaut", "camera", "coffee", "chelsea")

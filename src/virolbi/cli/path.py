@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compute_paths(images, levels, options, batch_size, desc="path"):
-    """``image_path`` of every loaded image, batched by size: returns one ``(L, C, H, W)`` tensor per
-    image and one JSON record per image."""
+    """``image_path`` of every loaded image, batched by size: returns one ``(L, C, H, W)`` tensor
+    per image and one JSON record per image."""
     from virolbi import image_path
 
     paths: list[torch.Tensor] = [None] * len(images)  # type: ignore[list-item]

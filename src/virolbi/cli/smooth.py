@@ -44,10 +44,10 @@ _WARNING = re.compile(r"^image (\d+): (.*)$")
 
 @dataclass
 class LoadedImage:
-    """One input: its file, its pixels as float ``(C, H, W)`` in [0, 1], and how to write it back."""
+    """One input: its file, its pixels as float ``(C, H, W)`` in [0, 1], how to write it back."""
 
     path: Path
-    image: torch.Tensor  # float32 (C, H, W)
+    image: torch.Tensor  # float32 (float64 for float64 arrays) (C, H, W)
     gray_2d: bool  # input was (H, W): write (H, W) back
     is_array: bool  # came from .npy: write .npy back
     dtype: np.dtype  # .npy input dtype (float32/float64) to keep
@@ -144,7 +144,9 @@ def load_image(path: str | Path) -> LoadedImage:
         arr, gray = _read_array(path)
         dtype = arr.dtype if arr.dtype != np.uint8 else np.dtype(np.float32)
         t = torch.from_numpy(np.array(arr, copy=True))
-        t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+        # float64 arrays are smoothed in float64; everything else in float32
+        t = t.float() / 255.0 if t.dtype == torch.uint8 else (
+            t if t.dtype == torch.float64 else t.float())
         t = t[None] if gray else t
         is_array = True
     else:
@@ -174,11 +176,11 @@ def check_output_dir(path: str | Path) -> Path:
 
 
 def size_groups(images: list[LoadedImage], batch_size: int) -> list[list[int]]:
-    """Indices of the inputs grouped by size (C, H, W), in order of first appearance, each group
-    cut into batches of at most ``batch_size``."""
+    """Indices of the inputs grouped by size (C, H, W) and float type, in order of first
+    appearance, each group cut into batches of at most ``batch_size``."""
     groups: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):
-        groups.setdefault(im.size, []).append(i)
+        groups.setdefault((im.size, im.image.dtype), []).append(i)
     batches = []
     for idx in groups.values():
         batches += [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
@@ -271,8 +273,8 @@ def run(args: argparse.Namespace) -> int:
     seen: dict[str, Path] = {}
     for im, name in zip(images, names):
         if name in seen:
-            raise InputError(f"{seen[name]} and {im.path} would both be written to {out_dir / name}; "
-                             f"rename one of them")
+            raise InputError(f"{seen[name]} and {im.path} would both be written to "
+                             f"{out_dir / name}; rename one of them")
         seen[name] = im.path
 
     records: list[dict] = [{} for _ in images]
