@@ -1,0 +1,45 @@
+"""``virolbi train --config CONFIG.yaml [section.key=value ...]``: train a model (paper §3.2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+COMMAND = "train"
+HELP = "train a classifier with the Vanilla, Blur, Fixed or Iterative procedure from a YAML config"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/small/cifar10_iterative.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. optim.epochs=3 procedure.sparsity=0.8")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output_dir>/last.pt if it exists")
+    parser.add_argument("--output-dir", default=None, help="override output_dir")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from virolbi.train.config import config_to_yaml, load_config
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("resume=true")
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    from virolbi.train.trainer import train
+
+    result = train(cfg)
+    final = result.final
+    val = final.get("val_acc")
+    if os.environ.get("RANK", "0") == "0":  # one line from torchrun's rank 0 only
+        print(f"virolbi train: {cfg['name']}: {len(result.metrics)} epochs, train loss "
+              f"{final.get('train_loss', float('nan')):.4f}"
+              + (f", val acc {val:.4f}" if val is not None else "")
+              + (f" -> {result.output_dir}" if result.output_dir else ""))
+    return 0
