@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
-from virolbi.cli.smooth import (add_smoother_arguments, load_images, parse_levels, progress,
-                                size_groups, smoother_options, split_warnings, warn)
+from virolbi.cli.smooth import (add_smoother_arguments, check_report_path, load_images,
+                                parse_levels, progress, size_groups, smoother_options,
+                                split_warnings, warn)
 from virolbi.errors import InputError
 
 COMMAND = "path"
@@ -79,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.output).lower().endswith(FIGURE_SUFFIXES):
         raise InputError(f"--output must end in one of {', '.join(FIGURE_SUFFIXES)}, got "
                          f"{args.output!r}")
+    if Path(args.output).is_dir():
+        raise InputError(f"--output must be a file, got a directory: {args.output}")
+    check_report_path(args.report)
     images = load_images(args.images)
     for im in images:
         if im.size[0] not in (1, 3):

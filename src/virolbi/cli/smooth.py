@@ -175,6 +175,15 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
+def check_report_path(path: str | Path | None) -> Path | None:
+    """A report file to write: ``None`` passes; an existing directory is an error."""
+    if path is None:
+        return None
+    if Path(path).is_dir():
+        raise InputError(f"report must be a file, got a directory: {path}")
+    return Path(path)
+
+
 def size_groups(images: list[LoadedImage], batch_size: int) -> list[list[int]]:
     """Indices of the inputs grouped by size (C, H, W) and float type, in order of first
     appearance, each group cut into batches of at most ``batch_size``."""
@@ -268,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
     sparsity = check_unit_interval(args.sparsity, "sparsity")
     options = smoother_options(args)
     out_dir = check_output_dir(args.output_dir)
+    check_report_path(args.report)
     images = load_images(args.images)
     names = [output_name(im, sparsity) for im in images]
     seen: dict[str, Path] = {}
