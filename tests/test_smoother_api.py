@@ -175,9 +175,6 @@ def test_input_is_not_modified(cifar_batch):
     assert torch.equal(x, before)
 
 
-@pytest.mark.xfail(strict=True, reason="smooth() passes read-only NumPy arrays to "
-                   "torch.from_numpy, which warns (an error under this test configuration); "
-                   "np.asarray(PIL image) is read-only")
 def test_read_only_numpy_input_gives_no_warning():
     x = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
     x.setflags(write=False)

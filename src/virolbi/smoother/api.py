@@ -28,7 +28,11 @@ def _to_batch(x: Any) -> tuple[torch.Tensor, dict]:
     is_numpy = isinstance(x, np.ndarray)
     if not is_numpy and not isinstance(x, torch.Tensor):
         raise InputError(f"expected a torch.Tensor or numpy.ndarray image, got {type(x).__name__}")
-    t = torch.from_numpy(np.ascontiguousarray(x)) if is_numpy else x
+    if is_numpy:
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from PIL)
+            x = x.copy()
+    t = torch.from_numpy(x) if is_numpy else x
     if t.dtype == torch.bool or t.is_complex() or (not t.is_floating_point() and t.dtype != torch.uint8):
         raise InputError(f"images must be float in [0, 1] or uint8, got dtype {t.dtype}")
     if t.ndim not in (2, 3, 4):

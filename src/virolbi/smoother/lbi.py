@@ -58,7 +58,7 @@ DEFAULT_SOLVER = "imex"
 #: Step of the ``"imex"`` solver in units of ν/κ (α = IMEX_STEP·ν/κ = 0.4 at the defaults).
 IMEX_STEP = 2.0
 #: Default time horizon: ``max_iter = ceil(MAX_TIME / α)``.
-MAX_TIME = 1000.0
+MAX_TIME = 2000.0
 
 
 def default_step(solver: str, height: int, width: int, kappa: float, nu: float) -> float:
