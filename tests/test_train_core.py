@@ -1,0 +1,329 @@
+"""Training: configs, augmentation, smoothed cache, procedures, resume, DDP (tiny sizes, real images)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from virolbi.data.dataset import ImageDataset
+from virolbi.errors import InputError
+from virolbi.train import (CacheRebuildWarning, iterative_level, load_config, random_crop_flip,
+                           smoothed_images, train)
+from virolbi.train.config import resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_net():
+    """A BatchNorm-free CNN (PyTorch has no SyncBatchNorm on CPU, so DDP equality needs none)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                               torch.nn.Linear(128, 10))
+
+
+def fake_path(x, levels, **kw):
+    """Cheap stand-in for image_path: quantisation, coarser at lower levels."""
+    return np.stack([(x // int(256 * (1.05 - lv)) * int(256 * (1.05 - lv))).astype(np.uint8)
+                     for lv in levels])
+
+
+@pytest.fixture(scope="module")
+def data(cifar_small):
+    imgs, labels = cifar_small
+    return ImageDataset(np.ascontiguousarray(imgs[:, 8:24, 8:24]), labels)   # 20 real 16x16 crops
+
+
+def base_cfg(tmp_path, **procedure):
+    return {"output_dir": str(tmp_path / "run"), "logging": {"progress": False, "tensorboard": False},
+            "optim": {"epochs": 2, "batch_size": 10, "lr": 0.05},
+            "procedure": {"cache_dir": str(tmp_path / "cache"), **procedure}}
+
+
+# ---------------------------------------------------------------- configs
+def test_all_configs_parse_and_build():
+    files = sorted((ROOT / "configs").glob("*/*.yaml"))
+    assert len(files) >= 40
+    from virolbi.train.procedures import build_procedure
+    for f in files:
+        cfg = load_config(f)
+        build_procedure(cfg["procedure"])
+        if "base" not in f.parts:
+            assert cfg["name"] != "run", f
+    small = load_config(ROOT / "configs/small/cifar10_iterative.yaml")
+    assert small["procedure"]["name"] == "iterative" and small["model"]["width"] == 0.25
+    assert load_config(ROOT / "configs/sweep/cifar10_fixed_0.8.yaml")["procedure"]["sparsity"] == 0.8
+    assert load_config(ROOT / "configs/imagenet100/fixed_resnet50_finetune.yaml")["procedure"]["sparsity"] == 0.3
+
+
+def test_small_models_build():
+    from virolbi.models import create_model
+    cfg = load_config(ROOT / "configs/small/cifar10_vanilla.yaml")
+    m = create_model(cfg["model"]["name"], 10, width=cfg["model"]["width"])
+    assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_layering_and_overrides(tmp_path):
+    (tmp_path / "a.yaml").write_text("optim: {lr: 0.2, epochs: 7}\nname: a\n")
+    (tmp_path / "b.yaml").write_text("defaults: [a]\noptim: {epochs: 3}\n")
+    cfg = load_config(tmp_path / "b.yaml", ["procedure.levels=[0.5, 0.3]", "model.pretrained=null",
+                                           "augment.flip=false"])
+    assert (cfg["optim"]["lr"], cfg["optim"]["epochs"], cfg["name"]) == (0.2, 3, "a")
+    assert cfg["procedure"]["levels"] == [0.3, 0.5] and cfg["augment"]["flip"] is False
+    (tmp_path / "c.yaml").write_text("defaults: [d]\n")
+    (tmp_path / "d.yaml").write_text("defaults: [c]\n")
+    with pytest.raises(InputError, match="cycle"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    (["optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+    (["procedure.name=magic"], "procedure.name must be one of"),
+    (["optim.epochs=0"], "optim.epochs must be an integer >= 1"),
+    (["optim.lr=-1"], "optim.lr must be a number > 0"),
+    (["procedure.sparsity=1.5"], r"procedure.sparsity must be in \(0, 1\]"),
+    (["noequals"], "an override must look like section.key=value"),
+    (["optim.scheduler=poly"], "optim.scheduler must be cosine, step or constant"),
+    (["seed=-1"], "seed must be a non-negative integer"),
+    (["optim=3"], "'optim' must be a section"),
+])
+def test_config_errors(override, message):
+    with pytest.raises(InputError, match=message):
+        resolve_config({}, override)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------- augmentation
+def test_random_crop_flip_matches_per_image_reference():
+    x = torch.arange(2 * 3 * 6 * 5, dtype=torch.float32).reshape(2, 3, 6, 5)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    out = random_crop_flip(x, padding=2, generator=g1)
+    dy = torch.randint(0, 5, (2,), generator=g2); dx = torch.randint(0, 5, (2,), generator=g2)
+    fl = torch.rand(2, generator=g2) < 0.5
+    for i in range(2):
+        ref = F.pad(x[i], (2, 2, 2, 2))[:, dy[i]:dy[i] + 6, dx[i]:dx[i] + 5]
+        ref = ref.flip(-1) if fl[i] else ref
+        assert torch.equal(out[i], ref)
+    u8 = random_crop_flip(x.to(torch.uint8), padding=0, flip=False)
+    assert u8.dtype == torch.uint8 and torch.equal(u8, x.to(torch.uint8))
+    with pytest.raises(InputError, match="padding must be a non-negative integer"):
+        random_crop_flip(x, padding=-1)
+    with pytest.raises(InputError, match=r"expects a tensor \(B, C, H, W\)"):
+        random_crop_flip(x[0])
+
+
+# ---------------------------------------------------------------- schedule
+def test_iterative_schedule_rises_linearly():
+    levels = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    seq = [iterative_level(e, 200, levels) for e in range(200)]
+    assert seq[0] == 0.3 and seq[-1] == 0.8 and seq == sorted(seq)
+    for e, s in enumerate(seq):          # nearest level to the linear target
+        assert abs(s - (0.3 + 0.5 * e / 199)) <= 0.05 + 1e-9
+    with pytest.raises(InputError, match=r"epoch must be in \[0, 3\)"):
+        iterative_level(3, 3, levels)
+
+
+# ---------------------------------------------------------------- cache
+def test_cache_real_smoother_matches_image_path(cifar_small, tmp_path):
+    import virolbi
+    imgs = np.ascontiguousarray(cifar_small[0][:3, :8, :8])
+    s = smoothed_images(imgs, [0.3, 0.8], cache_dir=tmp_path, batch_size=2, progress=False)
+    ref = virolbi.image_path(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)), (0.3, 0.8))
+    assert s.built and np.array_equal(s.images, ref.transpose(0, 1, 3, 4, 2))
+    assert np.array_equal(s.at(0.8), s.images[1])
+
+
+def test_cache_reused_and_invalidated(cifar_small, tmp_path, monkeypatch):
+    imgs = np.ascontiguousarray(cifar_small[0][:5])
+    kw = dict(cache_dir=tmp_path, path_fn=fake_path, progress=False, batch_size=2)
+    a = smoothed_images(imgs, [0.6], **kw)
+    assert a.built and np.array_equal(a.images, fake_path(imgs, [0.6]))
+    b = smoothed_images(imgs, [0.6], **kw)
+    assert not b.built and b.key == a.key
+    # a different level, smoother parameter, dataset or code version is a different entry
+    keys = {a.key}
+    for other in (smoothed_images(imgs, [0.7], **kw), smoothed_images(imgs, [0.6], kappa=3.0, **kw),
+                  smoothed_images(imgs[:4], [0.6], **kw)):
+        assert other.built and other.key not in keys
+        keys.add(other.key)
+    import virolbi.train.smoothed_cache as sc
+    monkeypatch.setattr(sc, "SMOOTHER_CODE_VERSION", sc.SMOOTHER_CODE_VERSION + 1)
+    assert smoothed_images(imgs, [0.6], **kw).built
+    monkeypatch.undo()
+    # a damaged file is detected by its checksum and rebuilt
+    path = a.path / "images.npy"
+    raw = bytearray(path.read_bytes()); raw[-1] ^= 0xFF; path.write_bytes(bytes(raw))
+    with pytest.warns(CacheRebuildWarning, match="checksum mismatch"):
+        c = smoothed_images(imgs, [0.6], **kw)
+    assert c.built and np.array_equal(c.images, fake_path(imgs, [0.6]))
+
+
+def test_cache_errors(tmp_path):
+    with pytest.raises(InputError, match=r"expects uint8 images \(N, H, W, C\)"):
+        smoothed_images(np.zeros((2, 4, 4, 3)), 0.5, cache_dir=tmp_path)
+    with pytest.raises(InputError, match="empty dataset"):
+        smoothed_images(np.zeros((0, 4, 4, 3), np.uint8), 0.5, cache_dir=tmp_path)
+    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+        smoothed_images(np.zeros((2, 4, 4, 3), np.uint8), 0.5, cache_dir=tmp_path, batch_size=0)
+    s = smoothed_images(np.zeros((2, 4, 4, 3), np.uint8), 0.5, cache_dir=tmp_path, path_fn=fake_path)
+    with pytest.raises(InputError, match="is not one of the cached levels"):
+        s.at(0.7)
+
+
+# ---------------------------------------------------------------- procedures
+@pytest.mark.parametrize("procedure", [{"name": "vanilla"}, {"name": "blur"},
+                                       {"name": "fixed", "sparsity": 0.6},
+                                       {"name": "iterative", "levels": [0.3, 0.8]}])
+def test_each_procedure_loss_falls(procedure, data, tmp_path):
+    cfg = base_cfg(tmp_path, **procedure)
+    cfg["optim"].update(epochs=8, name="adamw", lr=0.01, weight_decay=0.0, scheduler="constant")
+    cfg["augment"] = {"crop_padding": 0, "flip": False}
+    cfg["eval"] = {"test_time_sparsity": 0.6}
+    res = train(cfg, model=tiny_net, train_data=data, val_data=data)
+    losses = [r["train_loss"] for r in res.metrics]
+    assert losses[-1] < 0.9 * losses[0], losses
+    if procedure["name"] == "iterative":
+        assert [r["sparsity"] for r in res.metrics][::7] == [0.3, 0.8]
+    if procedure["name"] in ("fixed", "iterative"):
+        assert any((tmp_path / "cache" / "smoothed").iterdir())
+    assert res.final["val_acc_pre"] is not None
+
+
+def test_fixed_trains_on_smoothed_images(data, tmp_path):
+    """Fixed training must see the cached smoothed images: with fake_path mapping each image to
+    a constant, zero-initialised weights receive exactly the gradient of that input."""
+    const = lambda x, levels, **kw: np.full((len(levels),) + x.shape, 77, np.uint8)  # noqa: E731
+    from virolbi.train.procedures import Fixed
+    proc = Fixed(0.6, cache_dir=tmp_path, path_fn=const)
+    proc.prepare(data, progress=False)
+    batch = proc.fetch(np.array([3, 1]), 0, 1)
+    assert batch.shape == (2, 3, 16, 16) and (batch == 77).all()
+
+
+# ---------------------------------------------------------------- checkpoints, resume, outputs
+class Stop(Exception):
+    pass
+
+
+def test_resume_gives_bitwise_equal_weights(data, tmp_path):
+    from virolbi.models import create_model
+    net = lambda: create_model("resnet18", 10, width=1 / 16)  # noqa: E731 (BatchNorm included)
+    cfg = base_cfg(tmp_path / "a")
+    cfg["optim"]["epochs"] = 3
+    full = train(cfg, model=net, train_data=data, val_data=data)
+
+    cfg_b = base_cfg(tmp_path / "b")
+    cfg_b["optim"]["epochs"] = 3
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise Stop
+    with pytest.raises(Stop):
+        train(cfg_b, model=net, train_data=data, val_data=data, callbacks=[stop])
+    assert (tmp_path / "b" / "run" / "last.pt").exists()
+    resumed = train({**cfg_b, "resume": True}, model=net, train_data=data, val_data=data)
+    assert resumed.resumed_from == 1
+    for (k, v), (k2, v2) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    assert [r["train_loss"] for r in full.metrics] == [r["train_loss"] for r in resumed.metrics]
+    out = tmp_path / "b" / "run"
+    for name in ("config.yaml", "metrics.csv", "metrics.json", "model.pt", "last.pt"):
+        assert (out / name).is_file()
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert set(ck) == {"model", "optimizer", "scheduler", "epoch", "rng", "config", "metrics"}
+    assert ck["epoch"] == 3 and len((out / "metrics.csv").read_text().splitlines()) == 4
+    # a changed recipe refuses to resume
+    cfg_b["optim"]["lr"] = 0.2
+    with pytest.raises(InputError, match="different configuration"):
+        train({**cfg_b, "resume": True}, model=net, train_data=data, val_data=data)
+
+
+def test_tensorboard_and_cosine_lr(data, tmp_path):
+    cfg = base_cfg(tmp_path)
+    cfg["logging"]["tensorboard"] = True
+    cfg["optim"].update(epochs=2, batch_size=20)
+    res = train(cfg, model=tiny_net, train_data=data, val_data=None)
+    assert list((tmp_path / "run" / "tb").iterdir())
+    # one step per epoch: after step 1 of 2 the cosine factor is 0.5(1 + cos(pi/2)) = 0.5
+    assert res.metrics[0]["lr"] == pytest.approx(0.025) and res.metrics[1]["lr"] == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg, images, labels, out):
+    import os
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ds = ImageDataset(images, labels)
+    res = train(cfg, model=tiny_net, train_data=ds, val_data=ds)
+    if rank == 0:
+        torch.save({"state": res.model.state_dict(), "metrics": res.metrics}, out)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one(data, tmp_path):
+    import torch.multiprocessing as mp
+    cfg = base_cfg(tmp_path / "single")
+    cfg["optim"].update(epochs=2, batch_size=8)     # 20 images: batches of 8, 8, 4
+    cfg["eval"] = {"test_time_sparsity": None}
+    single = train(cfg, model=tiny_net, train_data=data, val_data=data)
+    cfg2 = base_cfg(tmp_path / "ddp")
+    cfg2["optim"].update(epochs=2, batch_size=8)
+    cfg2["eval"] = {"test_time_sparsity": None}
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg2, data.data, data.targets, str(out)),
+             nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(got["state"][k], v, rtol=1e-5, atol=1e-5)
+    for a, b in zip(single.metrics, got["metrics"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_acc"] == pytest.approx(b["val_acc"])
+
+
+def test_train_input_errors(data, tmp_path):
+    with pytest.raises(InputError, match="checkpoint not found"):
+        from virolbi.train import load_checkpoint
+        load_checkpoint(tmp_path / "none.pt")
+    with pytest.raises(InputError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            raise InputError("CUDA is not available (skipped)")
+        train({"device": "cuda", **base_cfg(tmp_path)}, model=tiny_net, train_data=data)
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_train_small(tmp_path, capsys, data, monkeypatch):
+    from virolbi.cli import main
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("defaults: [" + str(ROOT / "configs/small/cifar10_vanilla.yaml") + "]\n")
+    rc = main(["train", "--config", str(cfg), "--print-config", "optim.epochs=1"])
+    assert rc == 0 and "epochs: 1" in capsys.readouterr().out
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "optim.bogus=1"]) == 2
+    assert "unknown config key 'optim.bogus'" in capsys.readouterr().err
+
+
+def test_cli_subprocess_print_config():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "virolbi.cli", "train", "--config",
+                          str(ROOT / "configs/cifar10/iterative_resnet18.yaml"), "--print-config",
+                          "optim.epochs=5"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "name: iterative" in out.stdout and "epochs: 5" in out.stdout
