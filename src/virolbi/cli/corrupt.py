@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from virolbi.cli._common import add_dataset_arguments, load_dataset_from_args
 from virolbi.errors import InputError
 
 COMMAND = "corrupt"
@@ -89,13 +90,7 @@ def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[np.ndarra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="dataset name (cifar10, cifar100, cifar10-jpeg, imagenet100) or the "
-                             "path of an ImageFolder directory / tar archive")
-    parser.add_argument("--split", default="test", help="train, val or test")
-    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="resize and centre-crop folder images to this side")
+    add_dataset_arguments(parser)
     parser.add_argument("--corruption", required=True,
                         help="gaussian_noise, shot_noise, impulse_noise, speckle_noise, a comma "
                              "list of them, or 'all'")
@@ -109,15 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from virolbi.data import load_dataset
     from virolbi.perturb import write_cifar_c
 
     corruptions = parse_corruptions(args.corruption)
     severities = parse_severities(args.severities)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be a positive integer, got {args.limit}")
-    dataset = load_dataset(args.data, args.split, data_dir=args.data_dir,
-                           image_size=args.image_size)
+    dataset = load_dataset_from_args(args)
     images, labels = dataset_arrays(dataset, args.limit)
     for name in corruptions:
         path = write_cifar_c(images, labels, args.output, name, severities, seed=args.seed,

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from virolbi.cli._common import add_dataset_arguments, load_dataset_from_args
 from virolbi.errors import InputError
 
 COMMAND = "evaluate"
@@ -80,13 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "resnet50, vit_tiny, torchvision:<name>, timm:<name>); overrides the config")
     parser.add_argument("--width", type=float, default=None, help="ResNet width multiplier")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
-    parser.add_argument("--data", required=True,
-                        help="dataset name (cifar10, cifar100, cifar10-jpeg, imagenet100) or the "
-                             "path of an ImageFolder directory / tar archive")
-    parser.add_argument("--split", default="test", help="train, val or test")
-    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="resize and centre-crop folder images to this side")
+    add_dataset_arguments(parser)
     parser.add_argument("--suite", default="paper",
                         help="paper, quick, noise, adversarial, lowres or frequency")
     parser.add_argument("--preprocess-sparsity", type=float, default=None,
@@ -106,7 +101,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_unit_interval
-    from virolbi.data import load_dataset
     from virolbi.evaluate import evaluate, get_suite, write_report
 
     get_suite(args.suite)  # an unknown suite fails before anything is loaded
@@ -124,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, config = build_model(args.checkpoint, model=args.model, width=args.width,
                                 num_classes=args.num_classes)
-    dataset = load_dataset(args.data, args.split, data_dir=args.data_dir,
-                           image_size=args.image_size)
+    dataset = load_dataset_from_args(args)
     preprocess = None
     if sparsity is not None:
         from virolbi.smoother import ViRoLBI

@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from virolbi.cli.smooth import (add_smoother_arguments, check_report_path, load_images,
-                                parse_levels, progress, size_groups, smoother_options,
-                                split_warnings, warn)
+                                parse_levels, smoothed_batches, smoother_options, warn)
 from virolbi.errors import InputError
 
 COMMAND = "path"
@@ -46,28 +45,23 @@ def compute_paths(images, levels, options, batch_size, desc="path"):
 
     paths: list[torch.Tensor] = [None] * len(images)  # type: ignore[list-item]
     records: list[dict] = [{} for _ in images]
-    with progress(len(images), desc) as bar:
-        for batch in size_groups(images, batch_size):
-            x = torch.stack([images[i].image for i in batch])
-            t0 = time.perf_counter()
-            out, res = image_path(x, levels, return_info=True, **options)
-            seconds = time.perf_counter() - t0
-            per_image = split_warnings(res.warnings, [str(images[i].path) for i in batch])
-            for b, i in enumerate(batch):
-                paths[i] = out[:, b]
-                records[i] = {
-                    "input": str(images[i].path), "size": list(images[i].size),
-                    "levels": list(res.levels),
-                    "iterations": [int(v) for v in res.iterations[:, b]],
-                    "sparsity_reached": [round(float(v), 6) for v in res.sparsity[:, b]],
-                    "reached": [bool(v) for v in res.reached[:, b]],
-                    "components": [int(v) for v in res.n_components[:, b]],
-                    "warnings": per_image[b],
-                    "seconds": round(seconds / len(batch), 6),
-                    "batch_size": len(batch),
-                    "step": res.step,
-                }
-            bar.update(len(batch))
+    batches = smoothed_batches(images, batch_size, desc,
+                               lambda x: image_path(x, levels, return_info=True, **options))
+    for batch, out, res, per_image, seconds in batches:
+        for b, i in enumerate(batch):
+            paths[i] = out[:, b]
+            records[i] = {
+                "input": str(images[i].path), "size": list(images[i].size),
+                "levels": list(res.levels),
+                "iterations": [int(v) for v in res.iterations[:, b]],
+                "sparsity_reached": [round(float(v), 6) for v in res.sparsity[:, b]],
+                "reached": [bool(v) for v in res.reached[:, b]],
+                "components": [int(v) for v in res.n_components[:, b]],
+                "warnings": per_image[b],
+                "seconds": round(seconds / len(batch), 6),
+                "batch_size": len(batch),
+                "step": res.step,
+            }
     return paths, records
 
 

@@ -247,6 +247,25 @@ def progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="img", disable=None, leave=False)
 
 
+def smoothed_batches(images: list[LoadedImage], batch_size: int, desc: str, fn):
+    """Run ``fn(x) -> (out, info)`` on the images batched by :func:`size_groups`, with a bar.
+
+    Yields, per batch, ``(batch, out, info, warnings, seconds)``: the image indices, ``fn``'s output
+    and info (a result with ``warnings``) for the stacked images ``x``, the warnings split per image
+    (:func:`split_warnings`) and the seconds ``fn`` took. The bar moves on once the caller is done
+    with the batch.
+    """
+    with progress(len(images), desc) as bar:
+        for batch in size_groups(images, batch_size):
+            x = torch.stack([images[i].image for i in batch])
+            t0 = time.perf_counter()
+            out, info = fn(x)
+            seconds = time.perf_counter() - t0
+            per_image = split_warnings(info.warnings, [str(images[i].path) for i in batch])
+            yield batch, out, info, per_image, seconds
+            bar.update(len(batch))
+
+
 def warn(command: str, message: str) -> None:
     print(f"virolbi {command}: warning: {message}", file=sys.stderr)
 
@@ -289,31 +308,26 @@ def run(args: argparse.Namespace) -> int:
 
     records: list[dict] = [{} for _ in images]
     start = time.perf_counter()
-    with progress(len(images), "smooth") as bar:
-        for batch in size_groups(images, int(args.batch_size)):
-            x = torch.stack([images[i].image for i in batch])
-            t0 = time.perf_counter()
-            out, res = smooth(x, sparsity, return_info=True, **options)
-            seconds = time.perf_counter() - t0
-            per_image = split_warnings(res.warnings, [str(images[i].path) for i in batch])
-            for b, i in enumerate(batch):
-                target = out_dir / names[i]
-                write_output(images[i], out[b], target)
-                records[i] = {
-                    "input": str(images[i].path), "output": str(target),
-                    "size": list(images[i].size),
-                    "iterations": int(res.iterations[0, b]),
-                    "sparsity_reached": round(float(res.sparsity[0, b]), 6),
-                    "reached": bool(res.reached[0, b]),
-                    "components": int(res.n_components[0, b]),
-                    "warnings": per_image[b],
-                    "seconds": round(seconds / len(batch), 6),
-                    "batch_size": len(batch),
-                    "step": res.step,
-                }
-                for w in per_image[b]:
-                    warn(COMMAND, f"{images[i].path}: {w}")
-            bar.update(len(batch))
+    batches = smoothed_batches(images, int(args.batch_size), "smooth",
+                               lambda x: smooth(x, sparsity, return_info=True, **options))
+    for batch, out, res, per_image, seconds in batches:
+        for b, i in enumerate(batch):
+            target = out_dir / names[i]
+            write_output(images[i], out[b], target)
+            records[i] = {
+                "input": str(images[i].path), "output": str(target),
+                "size": list(images[i].size),
+                "iterations": int(res.iterations[0, b]),
+                "sparsity_reached": round(float(res.sparsity[0, b]), 6),
+                "reached": bool(res.reached[0, b]),
+                "components": int(res.n_components[0, b]),
+                "warnings": per_image[b],
+                "seconds": round(seconds / len(batch), 6),
+                "batch_size": len(batch),
+                "step": res.step,
+            }
+            for w in per_image[b]:
+                warn(COMMAND, f"{images[i].path}: {w}")
     total = time.perf_counter() - start
     if args.report:
         save_json({"command": COMMAND, "version": __version__, "sparsity": sparsity,
