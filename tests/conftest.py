@@ -83,3 +83,48 @@ def _devices() -> list[str]:
 def device(request) -> torch.device:
     """CPU always; CUDA too when present."""
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="session")
+def cifar_image_tree(cifar_small, tmp_path_factory) -> Path:
+    """The 20 images of ``cifar_small`` as an ImageFolder tree ``<root>/test/<class>/<i>.png``
+    (lossless PNG, so a loader gives back exactly the ``cifar_small`` pixels). Read-only."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tree")
+    images, labels = cifar_small
+    for i, (img, label) in enumerate(zip(images, labels)):
+        d = root / "test" / CIFAR_CLASSES[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+class TemplateClassifier(torch.nn.Module):
+    """Nearest-template classifier: logit_k = -30 ||x - t_k||^2 / d (d pixels). Perfect on its own
+    templates and differentiable, so attacks can move it (the scale keeps the softmax from
+    saturating, which would zero the gradient)."""
+
+    def __init__(self, templates: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("t", templates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x[0].numel()
+        return -30.0 / d * ((x.flatten(1)[:, None, :] - self.t.flatten(1)[None]) ** 2).sum(-1)
+
+
+@pytest.fixture(scope="session")
+def template_classifier() -> type[TemplateClassifier]:
+    """The class :class:`TemplateClassifier`: ``template_classifier(x)`` is perfect on ``x``."""
+    return TemplateClassifier
+
+
+@pytest.fixture(scope="module")
+def cifar_one_per_class(cifar_small) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """10 real CIFAR images, one per class: float (10, 3, 32, 32) in [0, 1], their labels, and the
+    uint8 (10, 32, 32, 3) originals."""
+    images, labels = cifar_small
+    idx = np.array([np.flatnonzero(labels == c)[0] for c in range(10)])
+    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0
+    return x, torch.from_numpy(labels[idx]), images[idx]

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from virolbi.cli import main
 from virolbi.cli.corrupt import dataset_arrays, parse_corruptions, parse_severities
@@ -15,28 +14,15 @@ from virolbi.data import load_cifar_c, load_dataset
 from virolbi.errors import InputError
 from virolbi.perturb import write_cifar_c
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-@pytest.fixture(scope="module")
-def image_tree(cifar_small, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tree")
-    images, labels = cifar_small
-    for i, (img, label) in enumerate(zip(images, labels)):
-        d = root / "test" / CLASSES[label]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
-
-
-def test_writes_the_layout_equal_to_write_cifar_c(image_tree, tmp_path, capsys):
+def test_writes_the_layout_equal_to_write_cifar_c(cifar_image_tree, tmp_path, capsys):
     out = tmp_path / "C"
-    code = main(["corrupt", "--data", str(image_tree), "--corruption", "gaussian_noise,impulse_noise",
-                 "--severities", "1-5", "--output", str(out), "--seed", "7"])
+    code = main(["corrupt", "--data", str(cifar_image_tree), "--corruption",
+                 "gaussian_noise,impulse_noise", "--severities", "1-5", "--output", str(out),
+                 "--seed", "7"])
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["gaussian_noise.npy", "impulse_noise.npy",
                                                      "labels.npy"]
-    images, labels = dataset_arrays(load_dataset(str(image_tree), "test"))
+    images, labels = dataset_arrays(load_dataset(str(cifar_image_tree), "test"))
     assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
     for name in ("gaussian_noise", "impulse_noise"):
         got = np.load(out / f"{name}.npy")
@@ -58,13 +44,13 @@ def got_block(out, name, severity):
     return np.load(out / f"{name}.npy")[20 * (severity - 1):20 * severity]
 
 
-def test_limit_and_severity_subset(image_tree, tmp_path, cifar_small):
-    code = main(["corrupt", "--data", str(image_tree), "--corruption", "shot_noise", "--severities",
-                 "2,4", "--limit", "5", "--output", str(tmp_path)])
+def test_limit_and_severity_subset(cifar_image_tree, tmp_path, cifar_small):
+    code = main(["corrupt", "--data", str(cifar_image_tree), "--corruption", "shot_noise",
+                 "--severities", "2,4", "--limit", "5", "--output", str(tmp_path)])
     assert code == 0
     arr = np.load(tmp_path / "shot_noise.npy")
     assert arr.shape == (10, 32, 32, 3)
-    images, labels = dataset_arrays(load_dataset(str(image_tree), "test"), 5)
+    images, labels = dataset_arrays(load_dataset(str(cifar_image_tree), "test"), 5)
     ref = np.load(write_cifar_c(images, labels, tmp_path / "r", "shot_noise", (2, 4)))
     np.testing.assert_array_equal(arr, ref)
 
@@ -83,14 +69,15 @@ def test_parsers():
         parse_corruptions("fog")
 
 
-def test_bad_inputs_exit_2_with_one_line(image_tree, tmp_path, capsys):
+def test_bad_inputs_exit_2_with_one_line(cifar_image_tree, tmp_path, capsys):
     cases = [(["--corruption", "gaussian_noise", "--severities", "1-7"],
               "severities must be integers in 1..5"),
              (["--corruption", "fog"], "corruption must be one or more of"),
              (["--corruption", "gaussian_noise", "--limit", "0"], "--limit must be a positive"),
              (["--corruption", "gaussian_noise", "--split", "val"], "has no 'val' split")]
     for extra, match in cases:
-        code = main(["corrupt", "--data", str(image_tree), "--output", str(tmp_path / "o")] + extra)
+        code = main(["corrupt", "--data", str(cifar_image_tree), "--output", str(tmp_path / "o")]
+                    + extra)
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
     assert not (tmp_path / "o").exists()

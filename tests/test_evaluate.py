@@ -26,20 +26,6 @@ from virolbi.evaluate import (
 )
 
 
-class Templates(nn.Module):
-    """Nearest-template classifier: logit_k = -30 ||x - t_k||^2 / d (d pixels). Perfect on its own
-    templates and differentiable, so attacks can move it (the scale keeps the softmax from
-    saturating, which would zero the gradient)."""
-
-    def __init__(self, templates: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("t", templates)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x[0].numel()
-        return -30.0 / d * ((x.flatten(1)[:, None, :] - self.t.flatten(1)[None]) ** 2).sum(-1)
-
-
 class Constant(nn.Module):
     """Always predicts class 0 (zero gradient with respect to the input)."""
 
@@ -52,15 +38,6 @@ class Constant(nn.Module):
         logits = torch.zeros(x.shape[0], self.k, device=x.device) + 0 * self.dummy
         logits[:, 0] = 1.0
         return logits + 0 * x.flatten(1)[:, :1]
-
-
-@pytest.fixture(scope="module")
-def one_per_class(cifar_small):
-    """10 real CIFAR images, one per class (float), their labels, and the uint8 originals."""
-    images, labels = cifar_small
-    idx = np.array([np.flatnonzero(labels == c)[0] for c in range(10)])
-    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0
-    return x, torch.from_numpy(labels[idx]), images[idx]
 
 
 # ------------------------------------------------------------------------------------------ suites
@@ -112,9 +89,10 @@ def test_suite_errors():
 
 # ----------------------------------------------------------------------------------------- harness
 
-def test_perfect_model_is_perfect_on_clean_and_matches_references(one_per_class):
-    x, y, _ = one_per_class
-    model = Templates(x)
+def test_perfect_model_is_perfect_on_clean_and_matches_references(cifar_one_per_class,
+                                                                  template_classifier):
+    x, y, _ = cifar_one_per_class
+    model = template_classifier(x)
     res = evaluate(model, (x, y), suite="paper", pgd_steps=10, progress=False)
     assert res.accuracy("clean") == 1.0
     assert all(r.n == 10 for r in res.rows)
@@ -156,9 +134,9 @@ def test_constant_model_scores_its_class_share_everywhere(cifar_small):
     assert len(near_zero) == 1 and not near_zero[0].passed
 
 
-def test_preprocessing_rows_and_threat_models(one_per_class):
-    x, y, _ = one_per_class
-    model = Templates(x)
+def test_preprocessing_rows_and_threat_models(cifar_one_per_class, template_classifier):
+    x, y, _ = cifar_one_per_class
+    model = template_classifier(x)
     pre = nn.Identity()
     specs = get_suite("quick")
     res = evaluate(model, (x, y), suite=specs, preprocess=pre, preprocess_name="id",
@@ -176,10 +154,10 @@ def test_preprocessing_rows_and_threat_models(one_per_class):
     assert res.sanity == [] and not res.select(group="sanity")
 
 
-def test_limit_seed_batch_size_and_mode(cifar_small):
+def test_limit_seed_batch_size_and_mode(cifar_small, template_classifier):
     images, labels = cifar_small
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    model = Templates(x[::3])
+    model = template_classifier(x[::3])
     model.train()
     a = evaluate(model, (x, labels), suite="noise", limit=7, seed=3, progress=False)
     b = evaluate(model, (x, labels), suite="noise", limit=7, seed=3, progress=False)
@@ -194,11 +172,11 @@ def test_limit_seed_batch_size_and_mode(cifar_small):
     assert a.meta["versions"]["torch"] == torch.__version__
 
 
-def test_dataset_forms_agree(one_per_class):
+def test_dataset_forms_agree(cifar_one_per_class, template_classifier):
     from virolbi.data import ImageDataset
 
-    x, y, raw = one_per_class
-    model = Templates(x)
+    x, y, raw = cifar_one_per_class
+    model = template_classifier(x)
     ds = ImageDataset(raw, y.numpy())
 
     class Items(torch.utils.data.Dataset):
@@ -213,9 +191,9 @@ def test_dataset_forms_agree(one_per_class):
     assert accs[0] == accs[1] == accs[2]
 
 
-def test_evaluate_input_errors(one_per_class):
-    x, y, _ = one_per_class
-    model = Templates(x)
+def test_evaluate_input_errors(cifar_one_per_class, template_classifier):
+    x, y, _ = cifar_one_per_class
+    model = template_classifier(x)
     with pytest.raises(InputError, match="model must be a torch.nn.Module, got function"):
         evaluate(lambda t: t, (x, y))
     with pytest.raises(InputError, match="limit must be a positive integer, got 0"):
@@ -255,10 +233,10 @@ def test_evaluate_input_errors(one_per_class):
 # ----------------------------------------------------------------------------------------- reports
 
 @pytest.fixture(scope="module")
-def paper_results(one_per_class):
-    x, y, _ = one_per_class
-    return evaluate(Templates(x), (x[:6], y[:6]), suite="paper", preprocess=nn.Identity(),
-                    preprocess_name="P", pgd_steps=1, progress=False)
+def paper_results(cifar_one_per_class, template_classifier):
+    x, y, _ = cifar_one_per_class
+    return evaluate(template_classifier(x), (x[:6], y[:6]), suite="paper",
+                    preprocess=nn.Identity(), preprocess_name="P", pgd_steps=1, progress=False)
 
 
 def test_json_round_trip(paper_results, tmp_path):

@@ -9,27 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from virolbi.cli import main
 from virolbi.data import load_dataset
 from virolbi.evaluate import load_results
 from virolbi.models import create_model
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-@pytest.fixture(scope="module")
-def image_tree(cifar_small, tmp_path_factory):
-    """The 20 real CIFAR images as an ImageFolder tree with a test split."""
-    root = tmp_path_factory.mktemp("tree")
-    images, labels = cifar_small
-    for i, (img, label) in enumerate(zip(images, labels)):
-        d = root / "test" / CLASSES[label]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
-
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
@@ -49,10 +33,10 @@ def _one_error_line(capsys, code, match):
     assert err.startswith("virolbi evaluate: error: ") and match in err, err
 
 
-def test_end_to_end_quick_suite(image_tree, checkpoints, tmp_path, capsys):
+def test_end_to_end_quick_suite(cifar_image_tree, checkpoints, tmp_path, capsys):
     d, model = checkpoints
     out = tmp_path / "eval"
-    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(image_tree),
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
                  "--suite", "quick", "--limit", "8", "--pgd-steps", "1", "--batch-size", "4",
                  "--device", "cpu", "--output-dir", str(out)])
     stdout = capsys.readouterr().out
@@ -66,7 +50,7 @@ def test_end_to_end_quick_suite(image_tree, checkpoints, tmp_path, capsys):
         ("frequency", "low"), ("frequency", "high")}
     assert len(res.sanity) == 4
     # the clean row equals the checkpoint's model run by hand on the same subset
-    ds = load_dataset(str(image_tree), "test")
+    ds = load_dataset(str(cifar_image_tree), "test")
     idx = np.sort(np.random.default_rng(0).choice(20, size=8, replace=False))
     x = torch.stack([ds[i][0] for i in idx]).float() / 255  # decoded lazily: item by item
     with torch.no_grad():
@@ -78,18 +62,18 @@ def test_end_to_end_quick_suite(image_tree, checkpoints, tmp_path, capsys):
     json.loads((out / "results.json").read_text())
 
 
-def test_raw_state_dict_with_model_flags(image_tree, checkpoints, tmp_path, capsys):
+def test_raw_state_dict_with_model_flags(cifar_image_tree, checkpoints, tmp_path, capsys):
     d, _ = checkpoints
     code = main(["evaluate", "--checkpoint", str(d / "raw.pt"), "--model", "resnet18", "--width",
-                 "0.0625", "--num-classes", "10", "--data", str(image_tree), "--suite", "lowres",
-                 "--limit", "4", "--output-dir", str(tmp_path / "o"), "--device", "cpu"])
+                 "0.0625", "--num-classes", "10", "--data", str(cifar_image_tree), "--suite",
+                 "lowres", "--limit", "4", "--output-dir", str(tmp_path / "o"), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert [r.level for r in load_results(tmp_path / "o" / "results.json").rows] == ["-", "1/4", "1/2"]
 
 
-def test_bad_inputs_exit_2_with_one_line(image_tree, checkpoints, tmp_path, capsys):
+def test_bad_inputs_exit_2_with_one_line(cifar_image_tree, checkpoints, tmp_path, capsys):
     d, _ = checkpoints
-    base = ["--data", str(image_tree), "--output-dir", str(tmp_path / "x")]
+    base = ["--data", str(cifar_image_tree), "--output-dir", str(tmp_path / "x")]
     code = main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")] + base)
     _one_error_line(capsys, code, "checkpoint not found")
     code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--suite", "everything"] + base)

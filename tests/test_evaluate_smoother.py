@@ -7,42 +7,20 @@ much slower on a 2-core machine, which would slow the CLI tests down.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from virolbi.evaluate import ADVERSARIAL_THREAT_MODELS, PerturbationSpec, evaluate
 
 
-class Templates(nn.Module):
-    """Nearest-template classifier (as in test_evaluate.py): perfect on its templates."""
-
-    def __init__(self, templates: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("t", templates)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x[0].numel()
-        return -30.0 / d * ((x.flatten(1)[:, None, :] - self.t.flatten(1)[None]) ** 2).sum(-1)
-
-
-@pytest.fixture(scope="module")
-def one_per_class(cifar_small):
-    images, labels = cifar_small
-    idx = np.array([np.flatnonzero(labels == c)[0] for c in range(10)])
-    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0
-    return x, torch.from_numpy(labels[idx]), images[idx]
-
-
-def test_real_smoother_all_threat_models(one_per_class):
+def test_real_smoother_all_threat_models(cifar_one_per_class, template_classifier):
     from virolbi.smoother import ViRoLBI
 
-    x, y, _ = one_per_class
+    x, y, _ = cifar_one_per_class
     x = x[:, :, :12, :12].contiguous()  # a 12x12 crop keeps the smoother's runs short
     specs = [PerturbationSpec("clean", "-", None, "clean"),
              PerturbationSpec("fgsm", "8/255", 8 / 255, "adversarial", ADVERSARIAL_THREAT_MODELS)]
-    model, pre = Templates(x), ViRoLBI(0.6)
+    model, pre = template_classifier(x), ViRoLBI(0.6)
     res = evaluate(model, (x[:2], y[:2]), suite=specs, preprocess=pre, progress=False,
                    sanity=False)
     assert {r.threat_model for r in res.select(perturbation="fgsm")} == set(ADVERSARIAL_THREAT_MODELS)
