@@ -102,3 +102,23 @@ def test_subprocess_missing_checkpoint(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"virolbi evaluate: error: checkpoint not found: {tmp_path / 'missing.pt'}"]
+
+
+def test_build_model_reads_the_trainers_nested_config(tmp_path):
+    """`virolbi train` checkpoints nest the model config; the class count comes from the weights."""
+    import torch
+
+    from virolbi.cli.evaluate import build_model
+    from virolbi.models import create_model
+
+    net = create_model("resnet18", num_classes=7, width=0.0625)
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": net.state_dict(), "epoch": 1,
+                "config": {"model": {"name": "resnet18", "width": 0.0625, "kwargs": {}},
+                           "data": {"name": "cifar10-jpeg", "num_classes": None}}}, ckpt)
+    rebuilt, resolved = build_model(ckpt)
+    assert resolved["model"] == "resnet18" and resolved["num_classes"] == 7
+    assert resolved["width"] == 0.0625 and resolved["normalize"] == "cifar10"
+    x = torch.rand(2, 3, 32, 32)
+    net.eval(), rebuilt.eval()
+    assert torch.equal(net(x), rebuilt(x))

@@ -41,6 +41,27 @@ def _read_checkpoint(path: Path) -> Any:
                          f"weights_only=True): {first}") from None
 
 
+def _flatten_trainer_config(config: dict, obj: Any) -> dict:
+    """Accept the nested config that ``virolbi train`` saves (``model: {name, width, ...}``,
+    ``data: {name, num_classes}``) besides the flat form; the class count falls back to the
+    classifier's output size in the state dict."""
+    if not isinstance(config.get("model"), dict):
+        return config
+    model, data = config["model"], config.get("data") or {}
+    flat = {"model": model.get("name"), "width": model.get("width", 1.0),
+            "dataset": data.get("name"), "model_kwargs": dict(model.get("kwargs") or {})}
+    if model.get("image_size") is not None:
+        flat["image_size"] = model["image_size"]
+    k = data.get("num_classes")
+    if k is None and isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        linear = [v for key, v in obj["model"].items()
+                  if key.endswith("weight") and getattr(v, "ndim", 0) == 2]
+        k = int(linear[-1].shape[0]) if linear else None
+    if k is not None:
+        flat["num_classes"] = k
+    return flat
+
+
 def build_model(path: str | Path, *, model: str | None = None, width: float | None = None,
                 num_classes: int | None = None) -> tuple[torch.nn.Module, dict]:
     """Rebuild a classifier from a checkpoint file; command-line values override its config.
@@ -52,6 +73,7 @@ def build_model(path: str | Path, *, model: str | None = None, width: float | No
     path = Path(path)
     obj = _read_checkpoint(path)
     config = dict(obj["config"]) if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else {}
+    config = _flatten_trainer_config(config, obj)
     name = model or next((config[k] for k in _NAME_KEYS if isinstance(config.get(k), str)), None)
     if name is None:
         raise InputError(f"{path} has no 'config' naming the model: pass --model NAME (and --width, "
