@@ -173,6 +173,9 @@ def _load_data(cfg: dict, train_data: Any, val_data: Any) -> tuple[Any, Any]:
                                                        cfg["seed"]))
     if val_data is not None and d["val_subset"] is not None:
         val_data = val_data.subset(balanced_subset(val_data.targets, d["val_subset"], cfg["seed"]))
+    # lazily decoded sets (files, tar members) are decoded once, not at every batch
+    train_data, val_data = (ds.materialize() if hasattr(ds, "materialize") else ds
+                            for ds in (train_data, val_data))
     return train_data, val_data
 
 
