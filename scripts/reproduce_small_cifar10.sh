@@ -4,7 +4,7 @@
 set -euo pipefail
 RUNS=${1:-runs}
 V=${VIROLBI:-.venv/bin/virolbi}
-LIMIT=${LIMIT:-200}        # validation images per evaluation (seeded subset)
+LIMIT=${LIMIT:-100}        # validation images per evaluation (seeded subset)
 PGD_STEPS=${PGD_STEPS:-10}
 for proc in vanilla fixed iterative blur; do
   [ -f "$RUNS/small_cifar10_${proc}/model.pt" ] ||  # finished runs are kept (delete to redo)
