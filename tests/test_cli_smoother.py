@@ -373,7 +373,7 @@ def test_demo_end_to_end_and_extra_steps(tmp_path, capsys, monkeypatch):
 
     rep = json.loads((out / "report.json").read_text())
     assert rep["options"]["levels"] == [0.3, 0.6, 1.0]  # the smoothing level is added
-    assert rep["steps"] == ["image_path_step", "extra_step"]
+    assert rep["steps"] == ["image_path_step", "noise_step", "extra_step"]
     assert rep["results"]["extra"] == {"ok": True}
     rows = rep["results"]["image_path"]["images"]
     assert [r["image"] for r in rows] == ["camera", "astronaut"]
