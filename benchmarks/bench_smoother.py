@@ -1,0 +1,355 @@
+"""Benchmark of the ViRoLBI smoother (a script, not a test): prints a table, writes JSON + Markdown.
+
+Sections (select with --sections, default all):
+
+a. Throughput (images/s) at sparsity 0.6 on CIFAR-10 (JPEG) images, side by side in one process:
+   the default solver's whole path (``image_path``, levels 0.2..1.0) and ``smooth`` at 0.6 for every
+   solver, scikit-image's ``denoise_tv_chambolle`` (weight 0.1, channel_axis=-1) on the same images,
+   and the per-image NumPy Eq. 5 reference (``reference_eq5.py``) on a subset. The fast methods are
+   timed batch by batch, interleaved (rotating order), so every ratio is taken on the same images
+   at the same moment; the slow ones (Eq. 5 solver, NumPy reference) on a subset, paired with
+   chambolle on that subset.
+b. The paper's Table 7 setting: one 84x84 grayscale image, 15 000 Eq. 5 iterations with the
+   projection at every iteration, graph / LSQR / SVD pseudo-inverse
+   (:func:`virolbi.smoother.trace.projection_trace`); the slow ones stop at a time limit and are
+   extrapolated linearly (said so in the table).
+c. Peak memory per image: one fresh subprocess per method; resident-set growth (``getrusage``
+   maxrss after minus before the call, divided by the batch size) for everything, plus
+   ``tracemalloc`` peaks for the NumPy-only methods.
+
+Usage::
+
+    python benchmarks/bench_smoother.py            # full: 1000 images, ~10 minutes on 2 cores
+    python benchmarks/bench_smoother.py --quick    # tiny sizes, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+PAPER_TABLE7 = {"graph": 4.87, "lsqr": 171.79, "pinv": 373.24}
+TORCH_THREADS = 2
+
+
+def _setup_threads():
+    import torch
+
+    torch.set_num_threads(TORCH_THREADS)
+    common.set_blas_threads(1)
+
+
+def _images(n):
+    imgs, _ = common.load_cifar(n)
+    return imgs[: n]
+
+
+def _methods(n_img_kw=None):
+    """name -> (callable on a float32 batch (B,3,H,W) tensor, description)."""
+    import torch
+    from skimage.restoration import denoise_tv_chambolle
+
+    import virolbi
+
+    def path(x):
+        virolbi.image_path(x, levels=(0.2, 0.4, 0.6, 0.8, 1.0))
+
+    def smooth(solver):
+        return lambda x: virolbi.smooth(x, 0.6, solver=solver)
+
+    def chambolle(x):
+        for img in x.permute(0, 2, 3, 1).numpy():
+            denoise_tv_chambolle(img, weight=0.1, channel_axis=-1)
+
+    def reference(x):
+        from reference_eq5 import smooth_eq5
+        for img in x.double().numpy():
+            smooth_eq5(img, 0.6)
+
+    return {
+        "virolbi image_path, imex (default), 5 levels": path,
+        "virolbi smooth 0.6, imex (default)": smooth("imex"),
+        "virolbi smooth 0.6, dct": smooth("dct"),
+        "virolbi smooth 0.6, explicit (Eq. 5)": smooth("explicit"),
+        "skimage denoise_tv_chambolle (w=0.1)": chambolle,
+        "NumPy Eq. 5 reference (per image)": reference,
+    }, torch
+
+
+FAST = ["virolbi image_path, imex (default), 5 levels", "virolbi smooth 0.6, imex (default)",
+        "virolbi smooth 0.6, dct", "skimage denoise_tv_chambolle (w=0.1)"]
+CHAMB = "skimage denoise_tv_chambolle (w=0.1)"
+SLOW = {"virolbi smooth 0.6, explicit (Eq. 5)": "explicit_n",
+        "NumPy Eq. 5 reference (per image)": "reference_n"}
+
+
+def section_a(args) -> dict:
+    methods, torch = _methods()
+    imgs = _images(args.n)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().float() / 255.0
+    for name in FAST + list(SLOW):  # warm-up: numba compilation, DCT matrices, caches
+        methods[name](x[:2])
+    bs = args.batch_size
+    per_batch = {name: [] for name in FAST}
+    for bi, start in enumerate(range(0, len(x), bs)):
+        xb = x[start:start + bs].contiguous()
+        order = FAST[bi % len(FAST):] + FAST[:bi % len(FAST)]
+        for name in order:
+            t0 = time.perf_counter()
+            methods[name](xb)
+            per_batch[name].append((len(xb), time.perf_counter() - t0))
+        print(f"  batch {bi + 1}: " + ", ".join(f"{n.split(',')[0][:22]} {per_batch[n][-1][1]:.2f}s"
+                                              for n in FAST), flush=True)
+    rows = {}
+    for name in FAST:
+        n_img = sum(b for b, _ in per_batch[name])
+        secs = [t for _, t in per_batch[name]]
+        rates = [b / t for b, t in per_batch[name]]
+        rows[name] = {"images": n_img, "seconds_total": sum(secs), "images_per_s": n_img / sum(secs),
+                      "images_per_s_batches": common.summarize(rates), "batch_size": bs,
+                      "dtype": "float32" if "virolbi" in name else "float32 (HWC)"}
+    ch = per_batch[CHAMB]
+    for name in FAST:
+        ratios = [(b / t) / (bc / tc) for (b, t), (bc, tc) in zip(per_batch[name], ch)]
+        rows[name]["ratio_vs_chambolle"] = common.summarize(ratios)
+    # The slow ones on a subset, each paired with chambolle on the same subset (interleaved).
+    for name, key in SLOW.items():
+        n_sub = min(getattr(args, key), len(x))
+        xs = x[:n_sub].contiguous()
+        res = common.interleaved({name: lambda: methods[name](xs),
+                                  CHAMB: lambda: methods[CHAMB](xs)}, 1, warmup=False)
+        t, tc = res[name]["median"], res[CHAMB]["median"]
+        rows[name] = {"images": n_sub, "seconds_total": t, "images_per_s": n_sub / t,
+                      "subset": True, "batch_size": n_sub if "virolbi" in name else 1,
+                      "dtype": "float32" if "virolbi" in name else "float64",
+                      "ratio_vs_chambolle": {"median": (n_sub / t) / (n_sub / tc)},
+                      "chambolle_images_per_s_same_subset": n_sub / tc}
+    ref = rows["NumPy Eq. 5 reference (per image)"]
+    for name in rows:
+        rows[name]["speedup_vs_numpy_reference"] = rows[name]["images_per_s"] / ref["images_per_s"]
+    return {"n_images": int(len(x)), "sparsity": 0.6, "levels_path": [0.2, 0.4, 0.6, 0.8, 1.0],
+            "rows": rows}
+
+
+def _table7_image(size):
+    from skimage import data
+    from skimage.transform import resize
+
+    return resize(data.camera().astype(np.float64) / 255.0, (size, size), anti_aliasing=True)
+
+
+def _trace_child(method: str, size: int, iterations: int, time_limit) -> dict:
+    """Runs in a fresh subprocess (so that a single over-long iteration can be cut off)."""
+    _setup_threads()
+    from virolbi.smoother.trace import projection_trace
+
+    r = projection_trace(_table7_image(size), iterations, method, time_limit=time_limit)
+    r.pop("records")
+    return r
+
+
+def section_b(args) -> dict:
+    out = {"image": f"scikit-image camera, resized to {args.table7_size}x{args.table7_size}, gray",
+           "iterations": args.table7_iterations, "paper_seconds": PAPER_TABLE7, "rows": {}}
+    limits = {"graph": None, "lsqr": args.time_limit_lsqr, "pinv": args.time_limit_pinv}
+    for method in ("graph", "lsqr", "pinv"):
+        runs = []
+        for _ in range(args.repeats if method == "graph" else 1):
+            limit = limits[method]
+            cmd = [sys.executable, __file__, "--_trace", method,
+                   "--table7-size", str(args.table7_size),
+                   "--table7-iterations", str(args.table7_iterations)]
+            if limit is not None:
+                cmd += ["--time-limit-" + method, str(limit)]
+            wall = 2 * (limit or 60) + 30  # one iteration may overrun the limit: cut it off here
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=wall)
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                print(f"  {method}: {r['iterations_done']} iterations in {r['seconds']:.2f}s",
+                      flush=True)
+            except subprocess.TimeoutExpired:
+                # Not even one iteration within `wall` seconds: report a lower bound.
+                r = {"projection": method, "iterations": args.table7_iterations,
+                     "iterations_done": 0, "seconds": wall, "seconds_per_iteration": wall,
+                     "extrapolated_seconds": wall * args.table7_iterations, "extrapolated": True,
+                     "lower_bound": True, "support_changes": 0, "labellings": 0}
+                print(f"  {method}: no iteration finished in {wall}s (lower bound)", flush=True)
+            runs.append(r)
+        mid = runs[int(np.argsort([r["seconds"] for r in runs])[len(runs) // 2])]
+        mid["seconds_runs"] = common.summarize([r["seconds"] for r in runs])
+        mid["time_limit"] = limits[method]
+        out["rows"][method] = mid
+    return out
+
+
+def _memory_child(method: str, n: int, batch: int) -> dict:
+    """Runs in a fresh subprocess: peak RSS growth (and tracemalloc peak) of one call."""
+    _setup_threads()
+    methods, torch = _methods()
+    imgs = _images(max(n, 10))
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().float() / 255.0)[:batch].contiguous()
+    methods[method](x[:1])  # imports, compilation and caches outside the measurement
+    before = common.maxrss_mib()
+    numpy_only = "virolbi" not in method
+    if numpy_only:
+        tracemalloc.start()
+    methods[method](x)
+    peak_tm = tracemalloc.get_traced_memory()[1] / 2**20 if numpy_only else None
+    if numpy_only:
+        tracemalloc.stop()
+    after = common.maxrss_mib()
+    per_call_images = len(x)
+    return {"batch": per_call_images, "maxrss_before_mib": before, "maxrss_after_mib": after,
+            "rss_growth_per_image_mib": (after - before) / per_call_images,
+            "tracemalloc_peak_mib": peak_tm,
+            "tracemalloc_peak_per_image_mib": None if peak_tm is None else
+            (peak_tm if method == CHAMB or "reference" in method else peak_tm / per_call_images)}
+
+
+def section_c(args) -> dict:
+    batches = {name: args.batch_size for name in FAST}
+    batches["virolbi smooth 0.6, explicit (Eq. 5)"] = min(args.explicit_n, args.batch_size)
+    batches["NumPy Eq. 5 reference (per image)"] = 1
+    out = {"method": "fresh subprocess per method; RSS growth = getrusage maxrss after the call "
+                     "minus before it (after a 1-image warm-up), divided by the batch; tracemalloc "
+                     "peak for NumPy-only methods (chambolle and the reference process one image "
+                     "at a time, so their per-image figure is the whole peak)", "rows": {}}
+    for name, batch in batches.items():
+        cmd = [sys.executable, __file__, "--_memory", name, "--n", str(args.n),
+               "--batch-size", str(batch)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            out["rows"][name] = {"error": p.stderr.strip().splitlines()[-1:]}
+            continue
+        out["rows"][name] = json.loads(p.stdout.strip().splitlines()[-1])
+        print(f"  {name}: {out['rows'][name]['rss_growth_per_image_mib']:.3f} MiB/image", flush=True)
+    return out
+
+
+def render(results: dict) -> str:
+    md = ["# ViRoLBI smoother benchmark", ""]
+    m = results["machine"]
+    md.append(f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads "
+              f"{m['torch_threads']}, OpenBLAS threads {m['blas_threads']}, numba threads "
+              f"{m['numba_threads']} ({m.get('numba_threading_layer')} layer), device "
+              f"{m['device']}; load average at start "
+              f"{', '.join(f'{v:.1f}' for v in m['load_average_at_start'])} (shared machine: "
+              f"timings are noisy, ratios are taken side by side). Commit `{m['commit'][:10]}`"
+              f"{' (dirty)' if m['dirty'] else ''}, torch {m['torch']}, numpy {m['numpy']}, "
+              f"scikit-image {m['scikit-image']}, numba {m['numba']}, {m['date_utc']}.")
+    md.append("")
+    if "a" in results:
+        a = results["a"]
+        md += [f"## (a) Throughput at sparsity 0.6, CIFAR-10 (JPEG), {a['n_images']} images", ""]
+        rows = []
+        for name, r in a["rows"].items():
+            spread = r.get("images_per_s_batches")
+            sp = f"{spread['min']:.1f}–{spread['max']:.1f}" if spread else "one run"
+            ratio = r["ratio_vs_chambolle"]
+            rows.append([name, r["images"] if not r.get("subset") else f"{r['images']} (subset)",
+                         r["batch_size"], round(r["images_per_s"], 2), sp,
+                         f"{ratio['median']:.3f}×", f"{r['speedup_vs_numpy_reference']:.1f}×"])
+        md.append(common.markdown_table(
+            ["method", "images timed", "batch", "images/s", "spread over batches",
+             "vs chambolle (median of per-batch ratios)", "vs NumPy Eq. 5 reference"], rows))
+        md += ["", "Float32 batches for virolbi; chambolle gets the same float32 images (H, W, C). "
+               "The Eq. 5 solver and the NumPy reference are timed on a subset (first images), "
+               "each paired with chambolle on the same subset for its ratio.", ""]
+    if "b" in results:
+        b = results["b"]
+        md += [f"## (b) Table 7 setting: {b['image']}, {b['iterations']} Eq. 5 iterations, "
+               "projection at every iteration", ""]
+        rows = []
+        for method, r in b["rows"].items():
+            note = (f"lower bound: not one iteration finished in {r['seconds']:.0f} s"
+                    if r.get("lower_bound") else
+                    f"extrapolated from {r['iterations_done']} iterations (time limit "
+                    f"{r['time_limit']} s)" if r["extrapolated"] else
+                    f"measured (median of {r['seconds_runs']['repeats']})")
+            secs = round(r["extrapolated_seconds"], 3)
+            rows.append([method, f"> {secs:,.0f}" if r.get("lower_bound") else secs, note,
+                         r["support_changes"], r.get("labellings", "-"),
+                         b["paper_seconds"][method]])
+        md.append(common.markdown_table(["projection", "seconds (15 000 it.)", "how",
+                                         "support changes", "labellings", "paper (s)"], rows))
+        md += ["", "Linear extrapolation assumes every iteration costs what the first ones did; "
+               "for LSQR/pinv the early iterations (empty support: all edges inactive, the "
+               "largest system) are the most expensive, so the extrapolation is an upper bound.",
+               ""]
+    if "c" in results:
+        c = results["c"]
+        md += ["## (c) Peak memory per image", "", c["method"] + ".", ""]
+        rows = []
+        for name, r in c["rows"].items():
+            if "error" in r:
+                rows.append([name, "error", "", ""])
+                continue
+            tm = r["tracemalloc_peak_per_image_mib"]
+            rows.append([name, r["batch"], round(r["rss_growth_per_image_mib"], 4),
+                         "-" if tm is None else round(tm, 4)])
+        md.append(common.markdown_table(["method", "batch", "RSS growth per image (MiB)",
+                                         "tracemalloc peak per image (MiB)"], rows))
+        md.append("")
+    return "\n".join(md)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (< 1 minute)")
+    p.add_argument("--sections", default="abc", help="any of a, b, c (default abc)")
+    p.add_argument("--n", type=int, default=1000, help="images for (a): first n/10 per class")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--explicit-n", type=int, default=100, help="subset for the Eq. 5 solver")
+    p.add_argument("--reference-n", type=int, default=20, help="subset for the NumPy reference")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the graph trace in (b)")
+    p.add_argument("--table7-size", type=int, default=84)
+    p.add_argument("--table7-iterations", type=int, default=15000)
+    p.add_argument("--time-limit-lsqr", type=float, default=30.0)
+    p.add_argument("--time-limit-pinv", type=float, default=30.0)
+    p.add_argument("--out", type=Path, default=common.RESULTS)
+    p.add_argument("--name", default=None, help="output name (default smoother, smoother-quick)")
+    p.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_trace", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._trace:
+        limit = {"lsqr": args.time_limit_lsqr, "pinv": args.time_limit_pinv}.get(args._trace)
+        print(json.dumps(_trace_child(args._trace, args.table7_size, args.table7_iterations,
+                                      limit)))
+        return 0
+    if args._memory:
+        print(json.dumps(_memory_child(args._memory, args.n, args.batch_size)))
+        return 0
+    if args.quick:
+        args.n, args.batch_size, args.explicit_n, args.reference_n = 10, 10, 2, 1
+        args.repeats, args.table7_size, args.table7_iterations = 1, 16, 500
+        args.time_limit_lsqr = args.time_limit_pinv = 1.0
+    _setup_threads()
+    results = {"machine": common.metadata(), "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                      for k, v in vars(args).items()}}
+    t0 = time.perf_counter()
+    for sec, fn in (("a", section_a), ("b", section_b), ("c", section_c)):
+        if sec in args.sections:
+            print(f"section ({sec}) ...", flush=True)
+            results[sec] = fn(args)
+    results["total_seconds"] = time.perf_counter() - t0
+    results["machine"]["numba_threading_layer"] = common.numba_threading_layer()
+    md = render(results)
+    name = args.name or ("smoother-quick" if args.quick else "smoother")
+    js, mdp = common.write_results(name, results, md, args.out)
+    print(md)
+    print(f"wrote {js} and {mdp} ({results['total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
