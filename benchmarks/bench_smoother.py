@@ -199,31 +199,30 @@ def _memory_child(method: str, n: int, batch: int) -> dict:
     imgs = _images(max(n, 10))
     x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().float() / 255.0)[:batch].contiguous()
     methods[method](x[:1])  # imports, compilation and caches outside the measurement
-    before = common.maxrss_mib()
     numpy_only = "virolbi" not in method
-    if numpy_only:
+    peak_tm = None
+    if numpy_only:  # tracemalloc sees NumPy allocations (not torch's); on one image
         tracemalloc.start()
-    methods[method](x)
-    peak_tm = tracemalloc.get_traced_memory()[1] / 2**20 if numpy_only else None
-    if numpy_only:
+        methods[method](x[:1])
+        peak_tm = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-    after = common.maxrss_mib()
-    per_call_images = len(x)
-    return {"batch": per_call_images, "maxrss_before_mib": before, "maxrss_after_mib": after,
-            "rss_growth_per_image_mib": (after - before) / per_call_images,
-            "tracemalloc_peak_mib": peak_tm,
-            "tracemalloc_peak_per_image_mib": None if peak_tm is None else
-            (peak_tm if method == CHAMB or "reference" in method else peak_tm / per_call_images)}
+    before, peak = common.peak_rss_during(lambda: methods[method](x))
+    return {"batch": len(x), "rss_before_mib": before, "rss_peak_mib": peak,
+            "rss_growth_per_image_mib": (peak - before) / len(x),
+            "rss_growth_batch_mib": peak - before,
+            "maxrss_mib": common.maxrss_mib(), "tracemalloc_peak_per_image_mib": peak_tm}
 
 
 def section_c(args) -> dict:
     batches = {name: args.batch_size for name in FAST}
     batches["virolbi smooth 0.6, explicit (Eq. 5)"] = min(args.explicit_n, args.batch_size)
     batches["NumPy Eq. 5 reference (per image)"] = 1
-    out = {"method": "fresh subprocess per method; RSS growth = getrusage maxrss after the call "
-                     "minus before it (after a 1-image warm-up), divided by the batch; tracemalloc "
-                     "peak for NumPy-only methods (chambolle and the reference process one image "
-                     "at a time, so their per-image figure is the whole peak)", "rows": {}}
+    out = {"method": "fresh subprocess per method, after a 1-image warm-up; RSS growth = peak "
+                     "resident set size during the call (sampled every 0.5 ms from "
+                     "/proc/self/statm) minus the RSS just before it, for the whole batch and "
+                     "divided by the batch size; tracemalloc peak of one image for the "
+                     "NumPy-only methods (chambolle and the reference work image by image)",
+           "rows": {}}
     for name, batch in batches.items():
         cmd = [sys.executable, __file__, "--_memory", name, "--n", str(args.n),
                "--batch-size", str(batch)]
@@ -278,14 +277,21 @@ def render(results: dict) -> str:
                     f"measured (median of {r['seconds_runs']['repeats']})")
             secs = round(r["extrapolated_seconds"], 3)
             rows.append([method, f"> {secs:,.0f}" if r.get("lower_bound") else secs, note,
-                         r["support_changes"], r.get("labellings", "-"),
+                         r["support_changes"], r["labellings"] if method == "graph" else "-",
                          b["paper_seconds"][method]])
         md.append(common.markdown_table(["projection", "seconds (15 000 it.)", "how",
                                          "support changes", "labellings", "paper (s)"], rows))
-        md += ["", "Linear extrapolation assumes every iteration costs what the first ones did; "
-               "for LSQR/pinv the early iterations (empty support: all edges inactive, the "
-               "largest system) are the most expensive, so the extrapolation is an upper bound.",
+        md += ["", "Linear extrapolation assumes every iteration costs what the first ones did. "
+               "The early iterations (empty or small support: nearly all edges inactive, the "
+               "largest systems) are likely the most expensive for LSQR and the SVD, so the "
+               "LSQR figure is probably an overestimate; the pinv figure is a lower bound (its "
+               "first iteration, a dense SVD of the whole difference matrix, was cut off). "
+               "OpenBLAS runs on 1 thread (2 threads are ~100x slower on this shared machine).",
                ""]
+    for rerun in results.get("partial_reruns", []):
+        mm = rerun["machine"]
+        md += [f"Section(s) {rerun['sections']} re-run at {mm['date_utc']} (commit "
+               f"`{mm['commit'][:10]}`, load average {mm['load_average_at_start'][0]:.1f}).", ""]
     if "c" in results:
         c = results["c"]
         md += ["## (c) Peak memory per image", "", c["method"] + ".", ""]
@@ -295,10 +301,12 @@ def render(results: dict) -> str:
                 rows.append([name, "error", "", ""])
                 continue
             tm = r["tracemalloc_peak_per_image_mib"]
-            rows.append([name, r["batch"], round(r["rss_growth_per_image_mib"], 4),
-                         "-" if tm is None else round(tm, 4)])
-        md.append(common.markdown_table(["method", "batch", "RSS growth per image (MiB)",
-                                         "tracemalloc peak per image (MiB)"], rows))
+            rows.append([name, r["batch"], round(r["rss_growth_batch_mib"], 1),
+                         round(r["rss_growth_per_image_mib"], 3),
+                         "-" if tm is None else round(tm, 3)])
+        md.append(common.markdown_table(["method", "batch", "RSS growth, batch (MiB)",
+                                         "per image (MiB)", "tracemalloc peak, one image (MiB)"],
+                                        rows))
         md.append("")
     return "\n".join(md)
 
@@ -334,17 +342,27 @@ def main(argv=None) -> int:
         args.repeats, args.table7_size, args.table7_iterations = 1, 16, 500
         args.time_limit_lsqr = args.time_limit_pinv = 1.0
     _setup_threads()
-    results = {"machine": common.metadata(), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                      for k, v in vars(args).items()}}
+    name = args.name or ("smoother-quick" if args.quick else "smoother")
+    results = {}
+    previous = args.out / f"{name}.json"
+    if set(args.sections) != set("abc") and previous.exists():  # re-run of some sections
+        from virolbi.io import load_json
+        results = load_json(previous)
+        results.setdefault("partial_reruns", []).append(
+            {"sections": args.sections, "machine": common.metadata(),
+             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}})
+    else:
+        results["machine"] = common.metadata()
+        results["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     t0 = time.perf_counter()
     for sec, fn in (("a", section_a), ("b", section_b), ("c", section_c)):
         if sec in args.sections:
             print(f"section ({sec}) ...", flush=True)
             results[sec] = fn(args)
     results["total_seconds"] = time.perf_counter() - t0
-    results["machine"]["numba_threading_layer"] = common.numba_threading_layer()
+    if not results["machine"].get("numba_threading_layer"):
+        results["machine"]["numba_threading_layer"] = common.numba_threading_layer()
     md = render(results)
-    name = args.name or ("smoother-quick" if args.quick else "smoother")
     js, mdp = common.write_results(name, results, md, args.out)
     print(md)
     print(f"wrote {js} and {mdp} ({results['total_seconds']:.0f} s)")

@@ -137,6 +137,39 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def current_rss_mib() -> float:
+    """Resident set size of this process now (MiB), from /proc/self/statm."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_during(fn) -> tuple[float, float]:
+    """Run ``fn()`` while a thread samples the resident set size every 0.5 ms; returns
+    (RSS just before, peak RSS during) in MiB. Unlike ``ru_maxrss`` (a high-water mark of the whole
+    process, often set by imports), this sees the call's own working set; glibc returns large
+    freed blocks (tensors, arrays > 128 KiB are mmapped) to the system, so RSS falls back after."""
+    import threading
+
+    before = current_rss_mib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], current_rss_mib())
+            done.wait(0.0005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    peak[0] = max(peak[0], current_rss_mib())
+    return before, peak[0]
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     def fmt(v):
         if isinstance(v, float):
