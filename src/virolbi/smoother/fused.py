@@ -27,6 +27,12 @@ try:  # numba is a dependency, but keep the package importable without it
 except ImportError:  # pragma: no cover
     numba = None
 
+# numba's OpenMP layer spins its threads after each call and starves torch's own OpenMP pool
+# (conv layers ~30x slower afterwards on 2 cores); the workqueue layer does not spin. It must be
+# chosen before numba starts any thread pool, hence at import (a user's NUMBA_THREADING_LAYER wins).
+if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
 __all__ = ["available", "imex_edge_step"]
 
 
@@ -99,10 +105,6 @@ def imex_edge_step(u: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, dtg: tor
     per image. ``a = α/ν``; ``flat_h``/``flat_v`` are ``bool`` ``(n, H, W-1)``/``(n, H-1, W)``."""
     global _compiled
     if _compiled is None:
-        # numba's OpenMP layer spins its threads after each call and starves torch's own OpenMP
-        # pool (conv layers 30x slower afterwards on 2 cores); the workqueue layer does not spin.
-        if "NUMBA_THREADING_LAYER" not in os.environ:
-            numba.config.THREADING_LAYER = "workqueue"
         _compiled = numba.njit(parallel=True, fastmath=False, cache=True)(_kernel)
     n = u.shape[0]
     counts = np.zeros(n, dtype=np.int64)
