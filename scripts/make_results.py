@@ -95,7 +95,7 @@ def main() -> None:
           "far lower than the paper's and have a standard error of about "
           f"{100 * (0.25 / n) ** 0.5:.1f} points; only directions can be compared. Nothing was tuned on "
           "the evaluation data.", "",
-          f"Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no GPU; "
+          f"Hardware: {platform.processor() or platform.machine()} (AMD EPYC), 2 CPU cores, no GPU; "
           f"torch {meta.get('versions', {}).get('torch', meta.get('torch', '?'))}. "
           "The machine was shared with other jobs while these ran, so wall times are upper bounds.", ""]
     # training summary
@@ -110,7 +110,7 @@ def main() -> None:
                          f"{train_s:.0f}", f"{prep_s:.0f}", "–" if ev is None else f"{float(ev):.0f}"])
     L += ["## Training runs", "",
           table(["procedure", "epochs", "val acc (1 000/class)", "val acc, test-time smoothing 0.6",
-                 "train wall s (incl. prep)", "of which smoothing/prep s", "evaluation wall s"], rows), ""]
+                 "train wall s (sum of epochs)", "one-time smoothing s", "evaluation wall s"], rows), ""]
     # Table 1
     L += ["## Table 1: noise (mean over severities 1–5), without / with test-time smoothing (0.6)", ""]
     hdr = ["noise", "preprocessing"] + [NAMES[p] for p in procs] + ["paper: " + NAMES[p] for p in procs]
@@ -181,6 +181,9 @@ def main() -> None:
     for p in procs:
         for s in res[p].sanity:
             L.append(f"- {NAMES[p]}: {'PASS' if s.passed else 'FAIL'} — {s.name}: {s.detail}")
+    notes = Path(__file__).with_name("results_discussion.md")
+    if notes.exists():
+        L += ["", notes.read_text().rstrip()]
     L += ["", "Full per-run reports (every severity, JSON, figures): `results/small_cifar10/<procedure>/`.", ""]
     save_text("\n".join(L), args.output)
     print(f"wrote {args.output}")
