@@ -122,3 +122,28 @@ def test_build_model_reads_the_trainers_nested_config(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     net.eval(), rebuilt.eval()
     assert torch.equal(net(x), rebuilt(x))
+
+
+def test_blur_preprocessing_for_the_blur_baseline(cifar_image_tree, checkpoints, tmp_path, capsys):
+    """`--preprocess-blur` evaluates with the Blur baseline's test-time blur (kernel 3, σ 2 at
+    32 px); the 'with' clean row equals the model on blurred images computed by hand."""
+    from virolbi.perturb import gaussian_blur
+
+    d, model = checkpoints
+    out = tmp_path / "blur"
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
+                 "--suite", "lowres", "--preprocess-blur", "--limit", "20", "--device", "cpu",
+                 "--output-dir", str(out)])
+    assert code == 0, capsys.readouterr().err
+    res = load_results(out / "results.json")
+    pre = [r for r in res.rows if r.perturbation == "clean" and r.preprocessing != "none"]
+    assert len(pre) == 1 and pre[0].preprocessing == "GaussianBlur"
+    ds = load_dataset(str(cifar_image_tree), "test")
+    x = torch.stack([ds[i][0] for i in range(len(ds))]).float() / 255
+    with torch.no_grad():
+        ref = (model.eval()(gaussian_blur(x, 3, 2.0)).argmax(1).numpy() == ds.targets).mean()
+    assert pre[0].accuracy == pytest.approx(ref)
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
+                 "--preprocess-blur", "--preprocess-sparsity", "0.6", "--output-dir",
+                 str(tmp_path / "y")])
+    _one_error_line(capsys, code, "either --preprocess-sparsity or --preprocess-blur")

@@ -109,6 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocess-sparsity", type=float, default=None,
                         help="test-time ViRoLBI preprocessing at this sparsity level (paper: 0.6 "
                              "CIFAR, 0.3 ImageNet100); rows with and without it")
+    parser.add_argument("--preprocess-blur", action="store_true",
+                        help="test-time Gaussian blur instead (the Blur baseline's preprocessing: "
+                             "kernel 3, sigma 2 below 128 px, kernel 7 above)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate a random subset of N images (seeded) for a quick run")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -132,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     sparsity = (None if args.preprocess_sparsity is None
                 else check_unit_interval(args.preprocess_sparsity, "--preprocess-sparsity"))
+    if sparsity is not None and args.preprocess_blur:
+        raise InputError("give either --preprocess-sparsity or --preprocess-blur, not both")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -146,10 +151,16 @@ def run(args: argparse.Namespace) -> int:
         from virolbi.smoother import ViRoLBI
 
         preprocess = ViRoLBI(sparsity=sparsity)
+    elif args.preprocess_blur:
+        from virolbi.perturb import GaussianBlur, blur_params_for
+
+        side = min(int(s) for s in dataset[0][0].shape[-2:])
+        kernel_size, sigma = blur_params_for(side)
+        preprocess = GaussianBlur(kernel_size, sigma)
     meta = {"model": f"{config['model']} (width {config['width']:g}, {config['num_classes']} classes)",
             "checkpoint": str(args.checkpoint), "model_config": config,
             "data": {"name": str(args.data), "split": args.split, "data_dir": args.data_dir},
-            "preprocess_sparsity": sparsity,
+            "preprocess_sparsity": sparsity, "preprocess_blur": bool(args.preprocess_blur),
             "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
     results = evaluate(model, dataset, suite=args.suite, preprocess=preprocess, limit=args.limit,
                        batch_size=args.batch_size, device=device, seed=args.seed,
