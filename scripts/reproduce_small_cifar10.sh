@@ -13,6 +13,10 @@ for proc in vanilla fixed iterative blur; do
      --suite paper --preprocess-sparsity 0.6 --limit "$LIMIT" --pgd-steps "$PGD_STEPS" \
      --output-dir "$RUNS/small_cifar10_${proc}/eval"
 done
+# The Blur baseline is also evaluated with its own test-time blur (the paper's "with preprocessing").
+$V evaluate --checkpoint "$RUNS/small_cifar10_blur/last.pt" --data cifar10-jpeg --split val \
+   --suite paper --preprocess-blur --limit "$LIMIT" --pgd-steps "$PGD_STEPS" \
+   --output-dir "$RUNS/small_cifar10_blur/eval_blur"
 # Table 5: clean accuracy against the training sparsity level (0.6 is the Fixed run above).
 for level in 0.4 0.8; do
   [ -f "$RUNS/small_cifar10_fixed_${level}/model.pt" ] ||
