@@ -36,15 +36,6 @@ from virolbi.errors import InputError
 SHAPE = (3, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 D = 3 * 8 * 8
 K = 5
 

@@ -48,15 +48,6 @@ def resnet18_cifar_count(channels: tuple[int, int, int, int], num_classes: int) 
     return total + channels[-1] * num_classes + num_classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a shared 2-core machine: thread hand-offs cost far more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- normalisation
 
 def test_normalize_matches_manual_arithmetic(rng):
