@@ -310,3 +310,4 @@ def test_unreachable_target_is_a_warning_not_an_error():
 def test_exported_names():
     assert virolbi.smooth is smooth and virolbi.image_path is image_path
     assert issubclass(InputError, ValueError)
+

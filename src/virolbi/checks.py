@@ -7,6 +7,7 @@ what came, e.g. ``"sparsity must be in (0, 1], got 1.5"``.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,18 @@ def check_positive(value: Any, name: str, *, strict: bool = True) -> float:
         bound = "> 0" if strict else ">= 0"
         raise InputError(f"{name} must be a finite number {bound}, got {value!r}")
     return v
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``int(value)`` if it is an integer (Python, NumPy or 0-d tensor; not a bool) ``>= 1``."""
+    if not isinstance(value, bool):
+        try:
+            v = operator.index(value)
+        except TypeError:
+            v = 0
+        if v >= 1:
+            return int(v)
+    raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_in_range(value: Any, name: str, low: float, high: float, *, low_open: bool = False,

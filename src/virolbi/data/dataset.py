@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from virolbi.checks import check_positive_int
 from virolbi.errors import InputError
 
 __all__ = ["ImageDataset", "FileImageDataset", "make_loader", "to_float", "split_per_class"]
@@ -200,13 +201,7 @@ class FileImageDataset(ImageDataset):
 def _check_size(image_size: Any) -> int | None:
     if image_size is None:
         return None
-    try:
-        s = operator.index(image_size)
-    except TypeError:
-        s = 0
-    if s < 1:
-        raise InputError(f"image_size must be a positive integer, got {image_size!r}")
-    return s
+    return check_positive_int(image_size, "image_size")
 
 
 def resize_center_crop(img: Any, size: int) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import operator
 import platform
 import subprocess
 import time
@@ -43,6 +42,7 @@ from virolbi.attacks import (
     check_large_eps_near_zero,
     check_more_steps_not_better,
 )
+from virolbi.checks import check_positive_int
 from virolbi.errors import InputError
 from virolbi.evaluate.suites import (
     NO_THREAT,
@@ -164,15 +164,7 @@ class Results:
 def _check_count(value: Any, name: str, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool):
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise InputError(f"{name} must be a positive integer, got {value!r}") from None
-    if v < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(v)
+    return check_positive_int(value, name)
 
 
 def _as_float_batch(images: Tensor) -> Tensor:

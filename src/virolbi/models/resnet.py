@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from virolbi.checks import check_positive
+from virolbi.checks import check_positive, check_positive_int
 from virolbi.errors import InputError
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet50", "scaled_channels"]
@@ -232,9 +232,7 @@ class ResNet(nn.Module):
 
 
 def _check_num_classes(num_classes: object) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return num_classes
+    return check_positive_int(num_classes, "num_classes")
 
 
 def resnet18(num_classes: int = 10, *, width: float = 1.0, stem: str = "cifar",

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from virolbi.checks import check_positive_int
 from virolbi.errors import InputError
 
 __all__ = ["Attention", "Block", "PatchEmbed", "VisionTransformer", "resample_pos_embed",
@@ -33,9 +34,7 @@ __all__ = ["Attention", "Block", "PatchEmbed", "VisionTransformer", "resample_po
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return check_positive_int(value, name)
 
 
 def _pair(value: object, name: str) -> tuple[int, int]:

@@ -8,7 +8,6 @@ blocks of N images in the order of the source set, and ``labels.npy`` the labels
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
+from virolbi.checks import check_positive_int
 from virolbi.errors import InputError
 from virolbi.io import atomic_path
 from virolbi.perturb.noise import _check_name, _check_severity, corrupt
@@ -97,12 +97,7 @@ def write_cifar_c(images: np.ndarray, labels: Sequence[int] | np.ndarray, out_di
     sev = tuple(_check_severity(s) for s in severities)
     if not sev:
         raise InputError("severities must not be empty")
-    try:
-        bs = operator.index(batch_size)
-    except TypeError:
-        bs = 0
-    if bs < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    bs = check_positive_int(batch_size, "batch_size")
 
     out_dir = Path(out_dir)
     path = out_dir / f"{name}.npy"

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from virolbi.checks import check_levels
+from virolbi.checks import check_levels, check_positive_int
 from virolbi.errors import InputError
 from virolbi.io import atomic_path, load_json, save_json
 
@@ -206,8 +206,7 @@ def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *
         raise InputError(f"smoothed_images expects uint8 images (N, H, W, C), got {got}")
     if images.shape[0] == 0:
         raise InputError("smoothed_images got an empty dataset (0 images)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     levels = check_levels(levels, "levels")
     identity = identity if identity is not None else dataset_fingerprint(images)
     key = cache_key(identity, levels, params, path_fn)
