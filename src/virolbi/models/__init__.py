@@ -3,6 +3,8 @@
 - :func:`create_model` / :func:`list_models` / :func:`register`: build a classifier by name
   (``"resnet18"`` with the CIFAR stem, ``"resnet50"``, ``"vit_tiny"``, ``"torchvision:<name>"``,
   ``"timm:<name>"``).
+- :mod:`~virolbi.models.airbench`: :func:`airbench`, the fast CIFAR network (patch whitening,
+  widths 64/256/256 × a width multiplier) that trains to ~90 % in minutes on a CPU.
 - :mod:`~virolbi.models.resnet`: :func:`resnet18`, :func:`resnet50` with a width multiplier.
 - :mod:`~virolbi.models.vit`: :func:`vit_tiny` with position-embedding resampling.
 - :mod:`~virolbi.models.normalize`: :class:`Normalize`, :data:`DATASET_STATS`, :class:`NormalizedModel`.
@@ -12,6 +14,7 @@ Models from :func:`create_model` take float images ``(B, C, H, W)`` in [0, 1]; n
 their first layer, so attacks and perturbations work in pixel space.
 """
 
+from virolbi.models.airbench import AirbenchNet, PatchWhitening, airbench
 from virolbi.models.normalize import (
     DATASET_STATS,
     Normalize,
@@ -25,6 +28,9 @@ from virolbi.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resn
 from virolbi.models.vit import VisionTransformer, resample_pos_embed, vit_tiny
 
 __all__ = [
+    "AirbenchNet",
+    "PatchWhitening",
+    "airbench",
     "DATASET_STATS",
     "BasicBlock",
     "Bottleneck",

@@ -1,6 +1,7 @@
 """A name → constructor registry, in the manner of timm's ``create_model``.
 
-Built-in names: ``"resnet18"`` (CIFAR stem), ``"resnet50"``, ``"vit_tiny"``. Names of the form
+Built-in names: ``"airbench"`` (the fast CPU network, :mod:`virolbi.models.airbench`),
+``"resnet18"`` (CIFAR stem), ``"resnet50"``, ``"vit_tiny"``. Names of the form
 ``"torchvision:<name>"`` and ``"timm:<name>"`` build that library's model without downloading
 anything (``weights=None`` / ``pretrained=False``); they need the ``vision`` extra
 (``pip install virolbi[vision]``). Weights come from local files only (:func:`load_pretrained`).
@@ -23,6 +24,7 @@ from torch import nn
 from virolbi.checks import check_positive
 from virolbi.errors import InputError
 from virolbi.models.normalize import NormalizedModel, resolve_stats
+from virolbi.models.airbench import airbench
 from virolbi.models.pretrained import load_pretrained
 from virolbi.models.resnet import _check_num_classes, resnet18, resnet50
 from virolbi.models.vit import vit_tiny
@@ -85,9 +87,17 @@ def list_models() -> list[str]:
     Examples
     --------
     >>> list_models()
-    ['resnet18', 'resnet50', 'vit_tiny']
+    ['airbench', 'resnet18', 'resnet50', 'vit_tiny']
     """
     return sorted(_REGISTRY)
+
+
+@register("airbench", default_stats="cifar10")
+def _airbench(num_classes: int, *, width: float = 1.0, image_size: object = None,
+              widths: Any = (64, 256, 256), scale: float = 1 / 9, bn_momentum: float = 0.4,
+              whiten_bias_epochs: Any = 3) -> nn.Module:
+    return airbench(num_classes, width=width, widths=widths, scale=scale, bn_momentum=bn_momentum,
+                    whiten_bias_epochs=whiten_bias_epochs)
 
 
 @register("resnet18", default_stats=lambda kw: "cifar10" if kw.get("stem", "cifar") == "cifar"

@@ -1,0 +1,182 @@
+r"""A fast CIFAR network in the manner of airbench94 (K. Jordan, "94% on CIFAR-10 in 3.29 seconds
+on a single GPU", 2024): the project's CPU-trainable classifier.
+
+Architecture (widths 64/256/256 at ``width=1``)::
+
+    PatchWhitening 2×2, 3 → 24 (frozen weights, trainable bias) → GELU
+    3 × ConvGroup: conv3×3 → max-pool 2 → BatchNorm → GELU → conv3×3 → BatchNorm → GELU
+    max-pool 3 → flatten → linear (no bias) → × 1/9
+
+- The first layer is a *patch-whitening* convolution: its 12 filters are the eigenvectors
+  :math:`v_i` of the (uncentred) covariance :math:`\Sigma = \frac1n\sum_p p\,p^\top` of the
+  training images' 2×2×3 patches, scaled by :math:`1/\sqrt{\lambda_i + \epsilon}`, together with
+  their negatives (24 channels, so the GELU after it loses no sign). Its output on training
+  patches has covariance ≈ identity (:meth:`PatchWhitening.fit_to_data`). The trainer fits it on the
+  first training images before the first step (:func:`virolbi.train.init_from_data`).
+- BatchNorm layers have a fixed unit scale (only the shift trains), ε = 1e-12 and running-average
+  momentum 0.4 (airbench's 0.6 in its convention).
+- Convolutions are initialised as the identity on their first input channels (Dirac) on top of
+  PyTorch's default init.
+
+The training recipe (label smoothing 0.2, Nesterov SGD, warm-up and linear decay, lookahead,
+2-pixel reflect translation, alternating flips) lives in the trainer's options and
+``configs/fast/``; this module only holds the network.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from virolbi.checks import check_positive
+from virolbi.errors import InputError
+
+__all__ = ["AirbenchNet", "PatchWhitening", "ConvGroup", "airbench", "AIRBENCH_WIDTHS"]
+
+#: Block widths of airbench94 at ``width=1``.
+AIRBENCH_WIDTHS = (64, 256, 256)
+
+
+class PatchWhitening(nn.Conv2d):
+    r"""A ``k×k`` convolution whose filters whiten the image patches (frozen weight, trainable bias).
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (3).
+    kernel_size : int
+        Patch size (2): ``in_channels·k²`` eigenvectors, output ``2·in_channels·k²`` channels.
+    eps : float
+        Added to the eigenvalues before the inverse square root (5e-4).
+    bias_epochs : int or None
+        The bias trains during the first ``bias_epochs`` epochs and is frozen after
+        (:meth:`on_epoch_start`; airbench: 3). None: always trainable.
+
+    Examples
+    --------
+    >>> layer = PatchWhitening(3, 2)
+    >>> tuple(layer.weight.shape), layer.weight.requires_grad
+    ((24, 3, 2, 2), False)
+    """
+
+    def __init__(self, in_channels: int = 3, kernel_size: int = 2, eps: float = 5e-4,
+                 bias_epochs: int | None = 3) -> None:
+        width = 2 * in_channels * kernel_size ** 2
+        super().__init__(in_channels, width, kernel_size, padding=0, bias=True)
+        self.eps, self.bias_epochs = float(eps), bias_epochs
+        self.weight.requires_grad_(False)
+        nn.init.zeros_(self.bias)
+
+    @torch.no_grad()
+    def fit_to_data(self, x: torch.Tensor) -> None:
+        r"""Set the filters from images ``x`` ``(N, C, H, W)`` (as this layer receives them).
+
+        With :math:`\Sigma = V \Lambda V^\top` the covariance of all ``k×k`` patches,
+        filter ``i`` is :math:`v_i/\sqrt{\lambda_i+\epsilon}` and filter ``i + C k^2`` its negative,
+        eigenvalues in decreasing order.
+        """
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise InputError(f"PatchWhitening.fit_to_data expects (N, {self.in_channels}, H, W) "
+                             f"images, got {tuple(x.shape)}")
+        k = self.kernel_size
+        c = self.in_channels
+        patches = x.double().unfold(2, k[0], 1).unfold(3, k[1], 1)       # N, C, H', W', kh, kw
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k[0] * k[1])
+        cov = patches.T @ patches / patches.shape[0]
+        evals, evecs = torch.linalg.eigh(cov)
+        evals, evecs = evals.flip(0), evecs.flip(1)                        # decreasing
+        filters = (evecs / torch.sqrt(evals.clamp_min(0) + self.eps)).T   # (C k², C k²)
+        filters = filters.reshape(-1, c, k[0], k[1])
+        self.weight.copy_(torch.cat([filters, -filters]).to(self.weight.dtype))
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Freeze the bias from epoch ``bias_epochs`` on (0-based ``epoch``)."""
+        if self.bias_epochs is not None:
+            self.bias.requires_grad_(epoch < self.bias_epochs)
+
+
+class _Conv(nn.Conv2d):
+    """3×3 'same' convolution without bias, Dirac-initialised on its first input channels."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, kernel_size=3, padding="same", bias=False)
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[:min(cin, cout)])
+
+
+class _BatchNorm(nn.BatchNorm2d):
+    """BatchNorm with a frozen unit scale (only the shift trains)."""
+
+    def __init__(self, features: int, momentum: float = 0.4, eps: float = 1e-12) -> None:
+        super().__init__(features, eps=eps, momentum=momentum)
+        self.weight.requires_grad_(False)
+
+
+class ConvGroup(nn.Module):
+    """conv → max-pool 2 → BN → GELU → conv → BN → GELU (halves the spatial size)."""
+
+    def __init__(self, cin: int, cout: int, bn_momentum: float = 0.4) -> None:
+        super().__init__()
+        self.conv1, self.pool = _Conv(cin, cout), nn.MaxPool2d(2)
+        self.norm1, self.conv2 = _BatchNorm(cout, bn_momentum), _Conv(cout, cout)
+        self.norm2, self.activ = _BatchNorm(cout, bn_momentum), nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activ(self.norm1(self.pool(self.conv1(x))))
+        return self.activ(self.norm2(self.conv2(x)))
+
+
+class AirbenchNet(nn.Module):
+    """The airbench94 network (see the module docstring); input: *normalised* images.
+
+    Parameters
+    ----------
+    num_classes : int
+    widths : sequence of 3 int
+        Output channels of the three groups (default 64, 256, 256).
+    scale : float
+        Multiplier of the logits (1/9).
+    bn_momentum : float
+        PyTorch BatchNorm momentum (0.4).
+    whiten_bias_epochs : int or None
+        See :class:`PatchWhitening`.
+    """
+
+    def __init__(self, num_classes: int = 10, widths: Sequence[int] = AIRBENCH_WIDTHS,
+                 scale: float = 1 / 9, bn_momentum: float = 0.4,
+                 whiten_bias_epochs: int | None = 3) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 3 or min(widths) < 1:
+            raise InputError(f"airbench widths must be 3 positive integers, got {widths}")
+        self.whiten = PatchWhitening(3, 2, bias_epochs=whiten_bias_epochs)
+        cin = self.whiten.out_channels
+        groups = []
+        for w in widths:
+            groups.append(ConvGroup(cin, w, bn_momentum))
+            cin = w
+        self.layers = nn.Sequential(*groups)
+        self.pool = nn.MaxPool2d(3)
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(nn.functional.gelu(self.whiten(x)))
+        x = self.pool(x).flatten(1)
+        return self.head(x) * self.scale
+
+
+def airbench(num_classes: int = 10, *, width: float = 1.0,
+             widths: Sequence[int] = AIRBENCH_WIDTHS, **kw: object) -> AirbenchNet:
+    """An :class:`AirbenchNet` with its block widths multiplied by ``width`` (rounded, ≥ 1).
+
+    Examples
+    --------
+    >>> net = airbench(10, width=0.5)
+    >>> [g.conv2.out_channels for g in net.layers]
+    [32, 128, 128]
+    """
+    width = check_positive(width, "width")
+    return AirbenchNet(num_classes, [max(1, round(w * width)) for w in widths], **kw)  # type: ignore[arg-type]
