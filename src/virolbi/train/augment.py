@@ -1,5 +1,10 @@
 """Training augmentation of the CIFAR recipe: random crop with zero padding and horizontal flip.
 
+Also the airbench variant: a 2-pixel translation with *reflect* padding (``mode="reflect"``) and
+*alternating* flips (:func:`alternating_flips`): each image is flipped at random in the first
+epoch and then every other epoch the other way, so every image is seen both ways in any two
+consecutive epochs.
+
 Batched and seeded: the crop offsets and flips of a whole batch come from one
 :class:`torch.Generator`, so a batch is augmented the same way whatever process (DDP rank) or
 run (resume) computes it.
@@ -12,7 +17,10 @@ import torch.nn.functional as F
 
 from virolbi.errors import InputError
 
-__all__ = ["random_crop_flip", "sample_crop_flip", "apply_crop_flip", "RandomCropFlip"]
+__all__ = ["random_crop_flip", "sample_crop_flip", "apply_crop_flip", "alternating_flips",
+           "RandomCropFlip"]
+
+PAD_MODES = ("zeros", "reflect")
 
 
 def sample_crop_flip(batch: int, padding: int = 4, flip: bool = True,
@@ -25,12 +33,29 @@ def sample_crop_flip(batch: int, padding: int = 4, flip: bool = True,
     return dy, dx, flips
 
 
+def alternating_flips(base: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Flip flags at ``epoch`` (0-based) from per-image random flags ``base`` (drawn once):
+    ``base`` in even epochs, its complement in odd ones.
+
+    Examples
+    --------
+    >>> base = torch.tensor([True, False])
+    >>> alternating_flips(base, 0).tolist(), alternating_flips(base, 1).tolist()
+    ([True, False], [False, True])
+    """
+    return base ^ bool(epoch % 2)
+
+
 def apply_crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flips: torch.Tensor,
-                    padding: int = 4) -> torch.Tensor:
-    """Crop ``x`` (zero-padded by ``padding``) at the given offsets and flip where ``flips``."""
+                    padding: int = 4, mode: str = "zeros") -> torch.Tensor:
+    """Crop ``x`` (padded by ``padding`` with zeros or by reflection, ``mode``) at the given
+    offsets and flip where ``flips``."""
     b, _, h, w = x.shape
+    if mode not in PAD_MODES:
+        raise InputError(f"padding mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
     if padding:
-        x = F.pad(x, (padding, padding, padding, padding))
+        x = F.pad(x, (padding, padding, padding, padding),
+                  mode="constant" if mode == "zeros" else "reflect")
     dev = x.device
     rows = dy.to(dev)[:, None] + torch.arange(h, device=dev)[None, :]          # (B, H)
     cols = dx.to(dev)[:, None] + torch.arange(w, device=dev)[None, :]          # (B, W)

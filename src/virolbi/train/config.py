@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "drop_head": False,      # fine-tuning to a new number of classes
         "image_size": None,
         "kwargs": {},
+        "data_init_images": 5000,  # images that data-fitted layers (patch whitening) are fitted on
     },
     "procedure": {
         "name": "vanilla",       # vanilla | blur | fixed | iterative
@@ -71,15 +72,28 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 5e-4,
         "epochs": 200,
         "batch_size": 128,       # global batch (split over DDP processes)
-        "scheduler": "cosine",   # cosine | step | constant
+        "scheduler": "cosine",   # cosine | linear | step | constant
         "warmup_epochs": 0,
+        "warmup_fraction": 0.0,  # > 0: warm-up over this fraction of all steps (airbench 0.23)
+        "warmup_start_factor": 0.0,  # warm-up starts at this factor (0: (k+1)/W)
+        "final_lr_factor": 0.0,  # cosine/linear decay ends at this factor (airbench 0.07)
+        "norm_bias_lr_scale": 1.0,   # BatchNorm biases: lr x s, weight decay / s (airbench 64)
+        "drop_last": False,      # drop the last incomplete batch of every epoch
+        "lookahead": {"every": 0, "decay": 0.7737809375, "power": 3.0},  # every 0: off
         "step_milestones": [],   # step: epochs at which lr *= step_gamma
         "step_gamma": 0.1,
         "label_smoothing": 0.0,
         "grad_clip": None,
         "max_steps_per_epoch": None,   # cap (tests and benchmarks)
     },
-    "augment": {"crop_padding": 4, "flip": True},
+    "augment": {"crop_padding": 4, "flip": True,   # flip: true | false | alternating
+                "pad_mode": "zeros"},              # zeros | reflect
+    "compute": {
+        "precision": "float32",  # float32 | bfloat16 (autocast of the forward pass)
+        "channels_last": False,
+        "micro_batch": None,     # int: split each batch, accumulate gradients (same update)
+        "threads": None,         # int: torch threads during the run (restored after)
+    },
     "eval": {
         "batch_size": 256,
         "every": 1,              # validate every N epochs (and after the last)
@@ -248,9 +262,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     _num(cfg, "optim", "grad_clip", 0.0, strict=True, optional=True)
     if cfg["optim"]["name"] not in ("sgd", "adamw"):
         raise InputError(f"optim.name must be 'sgd' or 'adamw', got {cfg['optim']['name']!r}")
-    if cfg["optim"]["scheduler"] not in ("cosine", "step", "constant"):
-        raise InputError(f"optim.scheduler must be cosine, step or constant, got "
+    if cfg["optim"]["scheduler"] not in ("cosine", "linear", "step", "constant"):
+        raise InputError(f"optim.scheduler must be cosine, linear, step or constant, got "
                          f"{cfg['optim']['scheduler']!r}")
+    _validate_recipe(cfg)
     _int(cfg, "augment", "crop_padding", 0)
     _int(cfg, "eval", "batch_size", 1)
     _int(cfg, "eval", "every", 1)
@@ -262,6 +277,37 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
         raise InputError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
     return cfg
+
+
+def _validate_recipe(cfg: dict) -> None:
+    """The options of the fast recipe: schedule shape, lookahead, augmentation, compute."""
+    o = cfg["optim"]
+    for key in ("warmup_fraction", "warmup_start_factor", "final_lr_factor"):
+        _num(cfg, "optim", key, 0.0)
+        if o[key] > 1:
+            raise InputError(f"optim.{key} must be in [0, 1], got {o[key]!r}")
+    _num(cfg, "optim", "norm_bias_lr_scale", 0.0, strict=True)
+    if not isinstance(o["drop_last"], bool):
+        raise InputError(f"optim.drop_last must be true or false, got {o['drop_last']!r}")
+    la = o["lookahead"]
+    if isinstance(la["every"], bool) or not isinstance(la["every"], int) or la["every"] < 0:
+        raise InputError(f"optim.lookahead.every must be an integer >= 0, got {la['every']!r}")
+    for key in ("decay", "power"):
+        if isinstance(la[key], bool) or not isinstance(la[key], (int, float)) or la[key] < 0:
+            raise InputError(f"optim.lookahead.{key} must be a number >= 0, got {la[key]!r}")
+    a = cfg["augment"]
+    if a["flip"] not in (True, False, "alternating"):
+        raise InputError(f"augment.flip must be true, false or alternating, got {a['flip']!r}")
+    if a["pad_mode"] not in ("zeros", "reflect"):
+        raise InputError(f"augment.pad_mode must be zeros or reflect, got {a['pad_mode']!r}")
+    c = cfg["compute"]
+    if c["precision"] not in ("float32", "bfloat16"):
+        raise InputError(f"compute.precision must be float32 or bfloat16, got {c['precision']!r}")
+    if not isinstance(c["channels_last"], bool):
+        raise InputError(f"compute.channels_last must be true or false, got {c['channels_last']!r}")
+    _int(cfg, "compute", "micro_batch", 1, optional=True)
+    _int(cfg, "compute", "threads", 1, optional=True)
+    _int(cfg, "model", "data_init_images", 1)
 
 
 def resolve_config(config: Mapping[str, Any] | None = None,

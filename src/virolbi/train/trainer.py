@@ -22,9 +22,9 @@ epoch, written atomically: model, optimizer, scheduler, epoch, RNG states, confi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import math
 import platform
 import random
 import sys
@@ -40,8 +40,12 @@ import torch.nn.functional as F
 import virolbi
 from virolbi.errors import InputError
 from virolbi.io import atomic_path, save_json, save_text
-from virolbi.train.augment import apply_crop_flip, sample_crop_flip
+from virolbi.train.augment import alternating_flips, apply_crop_flip, sample_crop_flip
 from virolbi.train.config import resolve_config, save_config
+from virolbi.train.model_hooks import data_fitted_modules, init_from_data
+from virolbi.train.model_hooks import start_epoch as notify_epoch_start
+from virolbi.train.optim import Lookahead, build_optimizer
+from virolbi.train.schedule import lr_factor
 from virolbi.train.ddp import (DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, shard,
                                unwrap_model, wrap_model)
 from virolbi.train.procedures import Procedure, build_procedure
@@ -53,7 +57,7 @@ METRIC_FIELDS = ("epoch", "lr", "sparsity", "train_loss", "train_acc", "val_loss
                  "val_acc_pre", "epoch_time", "prepare_time")
 
 # Keys that may differ between an interrupted run and its resumption.
-_RESUME_FREE = ("resume", "logging", "device", "output_dir", "eval")
+_RESUME_FREE = ("name", "resume", "logging", "device", "output_dir", "eval")
 
 
 class TrainConfig(dict):
@@ -190,25 +194,6 @@ def _build_model(cfg: dict, model: Any, num_classes: int) -> torch.nn.Module:
                         image_size=m["image_size"], drop_head=m["drop_head"], **(m["kwargs"] or {}))
 
 
-def _lr_lambda(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
-    o = cfg["optim"]
-    total = o["epochs"] * steps_per_epoch
-    warm = o["warmup_epochs"] * steps_per_epoch
-    milestones = [m * steps_per_epoch for m in o["step_milestones"]]
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if o["scheduler"] == "cosine":
-            t = (step - warm) / max(1, total - warm)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-        if o["scheduler"] == "step":
-            return o["step_gamma"] ** sum(step >= m for m in milestones)
-        return 1.0
-
-    return factor
-
-
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -242,7 +227,73 @@ def load_checkpoint(path: Any) -> dict[str, Any]:
 
 
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
+    out = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
+    if isinstance(out.get("compute"), Mapping):
+        out["compute"] = {k: v for k, v in out["compute"].items() if k != "threads"}
+    return out
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first difference between two nested configs (None if equal)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in list(a) + [k for k in b if k not in a]:
+            if key not in a or key not in b:
+                return prefix + str(key)
+            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if a == b else prefix.rstrip(".") or "config"
+
+
+def _fit_to_training_images(cfg: dict, net: torch.nn.Module, procedure: Procedure,
+                            train_data: Any, device: torch.device) -> None:
+    """Fit the model's data-fitted layers (patch whitening) on a class-balanced set of training
+    images, as the procedure shows them in the first epoch (unaugmented)."""
+    if not data_fitted_modules(net):
+        return
+    m = min(cfg["model"]["data_init_images"], len(train_data))
+    idx = balanced_subset(np.asarray(train_data.targets), m, cfg["seed"])
+    x = procedure.fetch(idx, 0, cfg["optim"]["epochs"]).to(device).float() / 255.0
+    init_from_data(net, procedure.transform(x))
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                scale: float, cfg: dict, device: torch.device) -> tuple[float, int]:
+    """One optimiser step on the batch ``(x, y)``, in micro-batches whose gradients accumulate.
+
+    The loss of each micro-batch is its summed cross-entropy times ``scale`` (1 / global batch,
+    times the process count under DDP), so the step is the same whatever the micro-batch size
+    (up to floating-point order and BatchNorm statistics). Returns (summed loss, correct).
+    """
+    comp, o = cfg["compute"], cfg["optim"]
+    if comp["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    size = comp["micro_batch"] or x.shape[0]
+    chunks = list(zip(x.split(size), y.split(size)))
+    opt.zero_grad(set_to_none=True)
+    loss_total, correct = 0.0, 0
+    for i, (xs, ys) in enumerate(chunks):
+        sync = i == len(chunks) - 1 or not hasattr(net, "no_sync")
+        with (contextlib.nullcontext() if sync else net.no_sync()):
+            with _autocast(device, comp["precision"]):
+                logits = net(xs)
+            loss_sum = F.cross_entropy(logits.float(), ys, reduction="sum",
+                                       label_smoothing=o["label_smoothing"])
+            (loss_sum * scale).backward()
+        loss_total += loss_sum.item()
+        correct += int((logits.argmax(1) == ys).sum().item())
+    if o["grad_clip"]:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                       o["grad_clip"])
+    opt.step()
+    return loss_total, correct
 
 
 def _write_metrics(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
@@ -339,10 +390,14 @@ def train(config: Mapping[str, Any] | TrainConfig, *, model: Any = None, train_d
     info = init_distributed(cfg["ddp"]["backend"],
                             use_cuda=None if cfg["device"] == "auto" else cfg["device"].startswith("cuda"),
                             timeout_minutes=cfg["ddp"]["timeout_minutes"])
+    threads, before = cfg["compute"]["threads"], torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     try:
         return _train(cfg, info, model, train_data, val_data, list(callbacks), path_fn)
     finally:
         cleanup(info)
+        torch.set_num_threads(before)
 
 
 def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any,
@@ -383,37 +438,43 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
                 val_pre_images = smoothed_images(
                     np.asarray(val_data.data), [tts], cache_dir=cfg["procedure"]["cache_dir"],
                     batch_size=cfg["procedure"]["cache_batch_size"], progress=progress or None,
-                    path_fn=path_fn, **(cfg["procedure"]["smoother"] or {})).images[0]
+                    path_fn=path_fn, **(cfg["procedure"]["smoother"] or {})).at(tts)
         barrier(info)
     prepare_time = time.perf_counter() - t0
 
     # --- model, optimizer, schedule ---
     net = _build_model(cfg, model, num_classes).to(device)
+    _fit_to_training_images(cfg, net, procedure, train_data, device)
+    if cfg["compute"]["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
     net = wrap_model(net, info, device, cfg["ddp"]["sync_batchnorm"])
-    params = [p for p in net.parameters() if p.requires_grad]
-    if o["name"] == "sgd":
-        opt = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"],
-                              weight_decay=o["weight_decay"])
-    else:
-        opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    opt = build_optimizer(o, net)
     gb = o["batch_size"]
-    steps_per_epoch = n // gb + (1 if n % gb >= world else 0)
+    steps_per_epoch = n // gb + (1 if n % gb >= world and not o["drop_last"] else 0)
     if o["max_steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, o["max_steps_per_epoch"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
+    if steps_per_epoch < 1:
+        raise InputError(f"optim.drop_last with {n} training images and batch {gb} leaves no step")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(o, steps_per_epoch))
+    la_cfg = o["lookahead"]
+    lookahead = (Lookahead(unwrap_model(net), la_cfg["every"], la_cfg["decay"], la_cfg["power"],
+                           o["epochs"] * steps_per_epoch) if la_cfg["every"] else None)
 
     # --- resume ---
     start_epoch, rows, resumed_from = 0, [], None
     ckpt_path = out / "last.pt" if out else None
     if cfg["resume"] and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        if _comparable(ckpt.get("config", {})) != _comparable(cfg):
+        differs = _first_difference(_comparable(ckpt.get("config", {})), _comparable(cfg))
+        if differs is not None:
             raise InputError(f"cannot resume from {ckpt_path}: it was written with a different "
-                             "configuration (only resume, logging, device, output_dir and eval "
-                             "may change)")
+                             f"configuration ({differs} differs; only name, resume, logging, "
+                             "device, output_dir, eval and compute.threads may change)")
         unwrap_model(net).load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
+        if lookahead is not None:
+            lookahead.load_state_dict(ckpt["lookahead"])
         start_epoch = resumed_from = int(ckpt["epoch"])
         rows = list(ckpt.get("metrics", []))
         _set_rng_state(ckpt["rng"])
@@ -436,12 +497,16 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
 
     from tqdm.auto import tqdm
 
-    pad, flip = cfg["augment"]["crop_padding"], cfg["augment"]["flip"]
+    aug = cfg["augment"]
+    pad, flip = aug["crop_padding"], aug["flip"]
+    base_flips = (torch.rand(n, generator=torch.Generator().manual_seed(_mix(seed, 3))) < 0.5
+                  if flip == "alternating" else None)
     epochs = o["epochs"]
     try:
         for epoch in range(start_epoch, epochs):
             t_epoch = time.perf_counter()
             torch.manual_seed(_mix(seed, epoch, info.rank, 1))
+            notify_epoch_start(unwrap_model(net), epoch, epochs)
             net.train()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
             level = procedure.level(epoch, epochs)
@@ -451,28 +516,23 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
             for step in bar:
                 gidx = order[step * gb:(step + 1) * gb]
                 g = torch.Generator().manual_seed(_mix(seed, epoch, step, 2))
-                dy, dx, flips = sample_crop_flip(gidx.numel(), pad, flip, g)
+                dy, dx, flips = sample_crop_flip(gidx.numel(), pad, flip is not False, g)
+                if base_flips is not None:
+                    flips = alternating_flips(base_flips[gidx], epoch)
                 part = shard(torch.arange(gidx.numel()), info.rank, world)
                 idx = gidx[part].numpy()
                 x = procedure.fetch(idx, epoch, epochs).to(device).float() / 255.0
                 x = procedure.transform(x)
-                x = apply_crop_flip(x, dy[part], dx[part], flips[part], pad)
+                x = apply_crop_flip(x, dy[part], dx[part], flips[part], pad, aug["pad_mode"])
                 y = torch.as_tensor(np.asarray(train_data.targets)[idx]).to(device)
-                logits = net(x)
-                loss_sum = F.cross_entropy(logits, y, reduction="sum",
-                                           label_smoothing=o["label_smoothing"])
                 # DDP averages gradients over processes: scale so the result is the global mean.
-                loss = loss_sum * (world / gidx.numel())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if o["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(params, o["grad_clip"])
-                opt.step()
+                loss_sum, correct = _train_step(net, opt, x, y, world / gidx.numel(), cfg, device)
                 sched.step()
-                totals += torch.tensor([loss_sum.item(), (logits.argmax(1) == y).sum().item(),
-                                        y.numel()], dtype=torch.float64)
+                if lookahead is not None:
+                    lookahead.after_step(unwrap_model(net), epoch * steps_per_epoch + step + 1)
+                totals += torch.tensor([loss_sum, correct, y.numel()], dtype=torch.float64)
                 if progress:
-                    bar.set_postfix(loss=f"{loss_sum.item() / max(1, y.numel()):.3f}")
+                    bar.set_postfix(loss=f"{loss_sum / max(1, y.numel()):.3f}")
             totals = all_reduce_sum(totals, info)
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                                    "sparsity": level, "train_loss": float(totals[0] / totals[2]),
@@ -495,6 +555,8 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
                 ckpt = {"model": unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": _rng_state(),
                         "config": cfg, "metrics": rows}
+                if lookahead is not None:
+                    ckpt["lookahead"] = lookahead.state_dict()
                 with atomic_path(ckpt_path) as tmp:
                     torch.save(ckpt, tmp)
                 if cfg["logging"]["keep_checkpoints"]:

@@ -1,0 +1,71 @@
+"""Hooks by which a model takes part in its training: fitted to data before the first step, told
+when an epoch starts.
+
+- A module with ``fit_to_data(x)`` (e.g. :class:`virolbi.models.PatchWhitening`) is fitted by
+  :func:`init_from_data` on the input it receives when the model sees a batch of training images.
+- A module with ``on_epoch_start(epoch, epochs)`` is called by :func:`start_epoch` (e.g. to freeze a
+  parameter after some epochs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["init_from_data", "start_epoch", "data_fitted_modules"]
+
+
+class _Stop(Exception):
+    """Raised by the last hook: nothing after the fitted modules needs to run."""
+
+
+def data_fitted_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that have ``fit_to_data``, in registration order."""
+    return [m for m in model.modules() if callable(getattr(m, "fit_to_data", None))]
+
+
+def init_from_data(model: nn.Module, x: torch.Tensor) -> int:
+    """Fit every data-fitted module of ``model`` on its input for the batch ``x``; return their count.
+
+    The model runs forward on ``x`` (no gradient, eval mode) with pre-hooks that fit each module on
+    what it receives, so a module sees the output of the already-fitted modules before it
+    (e.g. after the normalisation layer). The forward stops after the last one.
+
+    Examples
+    --------
+    >>> from virolbi.models import create_model
+    >>> net = create_model("airbench", width=0.25)
+    >>> init_from_data(net, torch.rand(8, 3, 32, 32))
+    1
+    """
+    targets = data_fitted_modules(model)
+    if not targets:
+        return 0
+    last = targets[-1]
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        module.fit_to_data(args[0])
+        if module is last:
+            raise _Stop
+
+    handles = [m.register_forward_pre_hook(hook) for m in targets]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return len(targets)
+
+
+def start_epoch(model: nn.Module, epoch: int, epochs: int) -> None:
+    """Tell every module with ``on_epoch_start`` that epoch ``epoch`` (0-based) of ``epochs`` starts."""
+    for m in model.modules():
+        hook = getattr(m, "on_epoch_start", None)
+        if callable(hook):
+            hook(epoch, epochs)
