@@ -13,7 +13,10 @@ The array is cached under ``<cache_dir>/smoothed/<key>/`` where ``key`` is the S
 - ``virolbi.__version__`` and :data:`SMOOTHER_CODE_VERSION` (bump it when the smoother's output
   changes),
 
-so changing any of them computes a new entry, and the same request finds the old one. Entries are
+so changing any of them computes a new entry, and the same request finds the old one. A request
+whose levels are all stored in an existing entry of the same images, parameters and code (one image
+path run serves every level it recorded: Table 5's sweep, Fixed and Iterative) reads that entry
+instead of computing a new one. Entries are
 written atomically (``images.npy`` then ``meta.json`` with the file's SHA-256, last); an entry whose
 checksum or shape does not match is rebuilt with a :class:`CacheRebuildWarning`.
 """
@@ -58,7 +61,8 @@ class SmoothedSet:
         ``uint8 (L, N, H, W, C)`` (memory-mapped, read-only): ``images[l]`` is the dataset at
         ``levels[l]``.
     levels : tuple of float
-        Sparsity levels, increasing (coarse to fine).
+        The stored sparsity levels, increasing (coarse to fine): those asked for, or a superset
+        when an existing entry recorded more of the same path. Use :meth:`at` to pick one.
     key : str
         The cache key (hex SHA-256).
     path : Path
@@ -125,6 +129,33 @@ def cache_key(identity: str, levels: Sequence[float], params: dict[str, Any],
                "params": {k: params[k] for k in sorted(params)}, "virolbi": virolbi.__version__,
                "code": SMOOTHER_CODE_VERSION, "fn": _fn_name(path_fn)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _superset_entry(root: Path, identity: str, levels: Sequence[float], params: dict[str, Any],
+                    fn_name: str, n_images: int, verify: bool) -> SmoothedSet | None:
+    """An existing entry of the same images, parameters and code whose levels include ``levels``."""
+    import virolbi
+
+    wanted = {round(float(v), 9) for v in levels}
+    same = json.loads(json.dumps(params, sort_keys=True, default=str))
+    for meta_path in sorted(root.glob("*/meta.json")):
+        try:
+            meta = load_json(meta_path)
+        except (InputError, ValueError, OSError):
+            continue
+        stored = [round(float(v), 9) for v in meta.get("levels", [])]
+        if (meta.get("identity") != identity or meta.get("params") != same
+                or meta.get("path_fn") != fn_name or meta.get("virolbi") != virolbi.__version__
+                or meta.get("code_version") != SMOOTHER_CODE_VERSION or not wanted <= set(stored)):
+            continue
+        shape = tuple(meta.get("shape", ()))
+        if len(shape) != 5 or shape[0] != len(stored) or shape[1] != n_images:
+            continue
+        arr = _load_entry(meta_path.parent, shape, verify)
+        if arr is not None:
+            return SmoothedSet(arr, tuple(stored), meta_path.parent.name, meta_path.parent,
+                               built=False)
+    return None
 
 
 def _load_entry(entry: Path, shape: tuple[int, ...], verify: bool) -> np.ndarray | None:
@@ -210,15 +241,18 @@ def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *
     levels = check_levels(levels, "levels")
     identity = identity if identity is not None else dataset_fingerprint(images)
     key = cache_key(identity, levels, params, path_fn)
-    entry = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    entry = entry / "smoothed" / key
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    entry = root / "smoothed" / key
     n, h, w, c = images.shape
     shape = (len(levels), n, h, w, c)
     arr = _load_entry(entry, shape, verify)
     if arr is not None:
         return SmoothedSet(arr, levels, key, entry, built=False)
-
     fn_name = _fn_name(path_fn)
+    found = _superset_entry(root / "smoothed", identity, levels, params, fn_name, n, verify)
+    if found is not None:
+        return found
+
     if path_fn is None:
         from virolbi import image_path as path_fn  # noqa: N813
     from tqdm.auto import tqdm
@@ -238,8 +272,11 @@ def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *
         out.flush()
         del out
         digest = _file_sha256(tmp)
+    import virolbi
+
     save_json({"sha256": digest, "shape": list(shape), "levels": list(levels), "params": params,
                "identity": identity, "code_version": SMOOTHER_CODE_VERSION,
+               "virolbi": virolbi.__version__,
                "path_fn": fn_name}, entry / "meta.json")
     arr = np.load(entry / "images.npy", mmap_mode="r", allow_pickle=False)
     return SmoothedSet(arr, levels, key, entry, built=True)
