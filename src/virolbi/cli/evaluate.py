@@ -69,8 +69,18 @@ def build_model(path: str | Path, *, model: str | None = None, width: float | No
     Returns the model (weights loaded, strict) and the resolved config.
     """
     from virolbi.models import DATASET_STATS, create_model, load_pretrained
+    from virolbi.zoo import list_weights, load_weights
 
     path = Path(path)
+    if not path.exists() and str(path) in list_weights():
+        if model is not None or width is not None or num_classes is not None:
+            raise InputError(f"{path} is a shipped model: it takes no --model, --width or "
+                             "--num-classes")
+        net, entry = load_weights(str(path))
+        m = entry["model"]
+        return net, {"model": m["name"], "num_classes": m["num_classes"], "width": m["width"],
+                     "normalize": m.get("normalize", True), "dataset": entry["data"]["name"],
+                     "shipped": str(path), "sha256": entry["sha256"]}
     obj = _read_checkpoint(path)
     config = dict(obj["config"]) if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else {}
     config = _flatten_trainer_config(config, obj)
@@ -97,8 +107,9 @@ def build_model(path: str | Path, *, model: str | None = None, width: float | No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
-                        help="torch.save file: {'model': state_dict, 'config': {...}} or a raw "
-                             "state dict (then give --model)")
+                        help="the name of a shipped model (virolbi weights list), or a torch.save "
+                             "file: {'model': state_dict, 'config': {...}} or a raw state dict "
+                             "(then give --model)")
     parser.add_argument("--model", default=None, help="model name for a raw state dict (resnet18, "
                         "resnet50, vit_tiny, torchvision:<name>, timm:<name>); overrides the config")
     parser.add_argument("--width", type=float, default=None, help="ResNet width multiplier")

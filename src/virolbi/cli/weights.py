@@ -1,0 +1,53 @@
+"""``virolbi weights``: list, check and export the shipped models (safetensors + checksums).
+
+Examples::
+
+    virolbi weights list
+    virolbi weights verify                      # every file against its SHA-256 in the manifest
+    virolbi weights export runs/fast_cifar10_vanilla_s0 --name fast_cifar10_vanilla_s0
+"""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "weights"
+HELP = "list, verify or export the shipped model weights (virolbi evaluate --checkpoint NAME)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "verify", "export"),
+                        help="list the shipped models, verify their checksums, or export a run")
+    parser.add_argument("run_dir", nargs="?", default=None,
+                        help="export: a finished 'virolbi train' run folder")
+    parser.add_argument("--name", default=None, help="export: the name to ship it under")
+    parser.add_argument("--zoo-dir", default=None,
+                        help="folder of the manifest and files (default: the package's own)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from virolbi.errors import InputError
+    from virolbi.zoo import list_weights, verify_weights, weights_info
+
+    if args.action == "export":
+        if not args.run_dir or not args.name:
+            raise InputError("export needs a run folder and --name")
+        from virolbi.zoo.export import export_run
+
+        entry = export_run(args.run_dir, args.name, zoo_dir=args.zoo_dir)
+        print(f"{args.name}: {entry['dtype']}, {entry['bytes'] / 1e6:.1f} MB, val acc "
+              f"{100 * entry['val_acc_float32']:.2f}% (float32) / "
+              f"{100 * entry['val_acc_float16']:.2f}% (float16)")
+        return 0
+    names = list_weights(args.zoo_dir)
+    for name in names:
+        entry = weights_info(name, args.zoo_dir)
+        if args.action == "verify":
+            verify_weights(name, args.zoo_dir)
+        acc = entry.get("val_acc_float16" if entry.get("dtype") == "float16" else "val_acc_float32")
+        print(f"{name}\t{entry['model']['name']} x{entry['model']['width']:g}\t"
+              f"{entry['procedure'].get('name', '?')}\tseed {entry.get('seed')}\t"
+              f"val {100 * acc:.2f}%\t{entry['dtype']}" + ("\tok" if args.action == "verify" else ""))
+    if not names:
+        print("no shipped weights")
+    return 0
