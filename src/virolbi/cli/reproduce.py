@@ -1,0 +1,50 @@
+"""``virolbi reproduce TABLE``: one of the paper's tables, end to end and resumable.
+
+Examples::
+
+    virolbi reproduce table1 --pretrained        # the shipped weights: evaluation only
+    virolbi reproduce all                        # trains what is missing, then every table
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+COMMAND = "reproduce"
+HELP = "reproduce the paper's tables (train or load shipped weights, evaluate, write the table)"
+
+DEFAULT_PLAN = "configs/reproduce/cifar10_fast.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="table1, table3, table4, table5 (those in the plan), or all")
+    parser.add_argument("--plan", default=DEFAULT_PLAN, help="the reproduction plan (YAML)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="use the shipped weights (virolbi weights list) instead of training")
+    parser.add_argument("--work-dir", default="runs/reproduce",
+                        help="trainings and evaluations (resumable state) go here")
+    parser.add_argument("--output-dir", default=None,
+                        help="where <table>.md/.json/.png go (default: <work-dir>/tables)")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="override the plan's number of evaluation images (stratified)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from virolbi.errors import InputError
+    from virolbi.reproduce import load_plan, run_tables
+
+    plan = load_plan(args.plan)
+    if args.eval_images is not None:
+        if args.eval_images < 10:
+            raise InputError(f"--eval-images must be at least 10, got {args.eval_images}")
+        plan = dataclasses.replace(plan, eval_images=args.eval_images)
+    tables = list(plan.tables) if args.table == "all" else [args.table]
+    work = Path(args.work_dir)
+    out = Path(args.output_dir) if args.output_dir else work / "tables"
+    paths = run_tables(plan, tables, work, out, pretrained=args.pretrained)
+    for table, path in paths.items():
+        print(f"{table}: {path}")
+    return 0

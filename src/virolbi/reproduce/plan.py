@@ -1,0 +1,111 @@
+"""A reproduction plan: which models (training config + overrides) and which tables (suite +
+models), read from a YAML file such as ``configs/reproduce/cifar10_fast.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from virolbi.errors import InputError
+
+__all__ = ["ModelSpec", "TableSpec", "Plan", "load_plan", "procedure_key", "TABLE_SUITES"]
+
+#: The suites a table may use ("clean": the clean row only).
+TABLE_SUITES = ("noise", "adversarial", "lowres", "frequency", "clean")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One trained model of the plan: ``virolbi train --config config overrides...``."""
+
+    name: str
+    config: Path
+    overrides: tuple[str, ...] = ()
+
+    def resolved(self, output_dir: Path | None = None) -> dict[str, Any]:
+        """The model's resolved training configuration (output in ``output_dir``)."""
+        from virolbi.train.config import load_config
+
+        extra = [f"output_dir={output_dir}"] if output_dir is not None else []
+        return load_config(self.config, list(self.overrides) + extra + [f"name={self.name}"])
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    suite: str
+    models: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    name: str
+    path: Path
+    dataset: dict[str, Any]
+    eval_images: int
+    eval_seed: int
+    test_time_sparsity: float
+    models: dict[str, ModelSpec]
+    tables: dict[str, TableSpec]
+
+    def models_of(self, tables: list[str]) -> list[str]:
+        """The models the given tables need, in plan order, each once."""
+        wanted = {m for t in tables for m in self.tables[t].models}
+        return [m for m in self.models if m in wanted]
+
+
+def procedure_key(spec: ModelSpec) -> str:
+    """``vanilla``, ``blur``, ``iterative`` or ``fixed<level>`` (``fixed`` at 0.6) of a model.
+
+    Examples
+    --------
+    >>> procedure_key(ModelSpec("m", Path("configs/fast/cifar10_fixed.yaml"), ("procedure.sparsity=0.4",)))
+    'fixed0.4'
+    """
+    cfg = spec.resolved()
+    proc = cfg["procedure"]
+    if proc["name"] == "fixed" and abs(proc["sparsity"] - 0.6) > 1e-9:
+        return f"fixed{proc['sparsity']:g}"
+    return proc["name"]
+
+
+def _root_of(path: Path) -> Path:
+    """The project root a plan's relative config paths start from (the plan's ``configs/`` parent)."""
+    for parent in path.resolve().parents:
+        if parent.name == "configs":
+            return parent.parent
+    return path.resolve().parent
+
+
+def load_plan(path: str | os.PathLike) -> Plan:
+    """Read and check a plan file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"reproduction plan not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {exc}") from None
+    root = _root_of(path)
+    models = {}
+    for name, m in (raw.get("models") or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(name)) or not isinstance(m, dict):
+            raise InputError(f"{path}: model {name!r} needs a plain name and a mapping")
+        models[name] = ModelSpec(name, root / m["config"], tuple(m.get("overrides") or ()))
+    tables = {}
+    for name, t in (raw.get("tables") or {}).items():
+        if t.get("suite") not in TABLE_SUITES:
+            raise InputError(f"{path}: {name}.suite must be one of {', '.join(TABLE_SUITES)}")
+        unknown = [m for m in t.get("models", []) if m not in models]
+        if unknown:
+            raise InputError(f"{path}: {name} names unknown models {unknown}")
+        tables[name] = TableSpec(name, t.get("title", name), t["suite"], tuple(t["models"]))
+    return Plan(raw.get("name", path.stem), path, dict(raw.get("dataset") or {}),
+                int(raw.get("eval_images", 2000)), int(raw.get("eval_seed", 0)),
+                float(raw.get("test_time_sparsity", 0.6)), models, tables)

@@ -1,0 +1,160 @@
+"""Run a reproduction plan: obtain every model a table needs (train it, resuming, or load the shipped
+weights), evaluate it on the plan's images, and write the table.
+
+Everything is resumable: a training continues from its last epoch (the trainer's ``last.pt``), an
+evaluation already written (``<work>/eval/<suite>/<model>/results.json``) is read back, so an
+interrupted ``virolbi reproduce`` continues where it stopped. Test-time smoothing of perturbed
+images that do not depend on the model (noise, low resolution, frequency) is computed once and
+shared by all models of a run (:class:`MemoizedPreprocess`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from virolbi.errors import InputError
+from virolbi.reproduce.plan import Plan, procedure_key
+
+__all__ = ["MemoizedPreprocess", "obtain_model", "eval_dataset", "evaluate_cell", "run_tables"]
+
+
+class MemoizedPreprocess(nn.Module):
+    """A preprocessor whose outputs are remembered by the exact bytes of their input batch.
+
+    For inputs that do not depend on the model (the same noisy images for every model), the
+    smoother runs once per batch instead of once per model. Not for adversarial inputs.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sparsity = getattr(inner, "sparsity", None)
+        self._memo: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().cpu().contiguous().numpy()
+        key = hashlib.sha1(arr.tobytes()).hexdigest() + str(arr.shape)
+        if key not in self._memo:
+            self._memo[key] = self.inner(x).detach().cpu()
+        return self._memo[key].to(x.device).clone()
+
+
+def eval_dataset(plan: Plan) -> Any:
+    """The plan's evaluation images: a class-stratified, seeded subset of its split."""
+    from virolbi.data import load_dataset
+    from virolbi.train.trainer import balanced_subset
+
+    ds = load_dataset(plan.dataset.get("name", "cifar10-jpeg"), plan.dataset.get("split", "val"),
+                      data_dir=plan.dataset.get("data_dir"))
+    idx = balanced_subset(np.asarray(ds.targets), plan.eval_images, plan.eval_seed)
+    sub = ds.subset(idx)
+    sub.name = f"{getattr(ds, 'name', 'data')} ({len(idx)} images, stratified, seed {plan.eval_seed})"
+    return sub
+
+
+def obtain_model(plan: Plan, name: str, work: Path, pretrained: bool,
+                 train_fn: Callable[[dict], Any] | None = None) -> nn.Module:
+    """The trained model ``name``: the shipped weights (``pretrained``) or the run in
+    ``work/runs/name``, trained first (resuming) when it is not finished."""
+    if pretrained:
+        from virolbi.zoo import load_weights
+
+        return load_weights(name)[0]
+    from virolbi.zoo.export import model_from_run
+
+    run_dir = work / "runs" / name
+    if not (run_dir / "model.pt").is_file():
+        cfg = plan.models[name].resolved(run_dir)
+        cfg["resume"] = True
+        if train_fn is None:
+            from virolbi.train import train as train_fn
+        train_fn(cfg)
+    return model_from_run(run_dir)[0]
+
+
+def _preprocess_for(plan: Plan, name: str, suite: str, shared: dict[str, nn.Module]) -> nn.Module:
+    """Blur models: their own blur; clean-only tables: smoothing at the model's own training
+    level (none for Vanilla); otherwise smoothing at the plan's test-time level (memoized)."""
+    from virolbi.perturb import GaussianBlur, blur_params_for
+    from virolbi.smoother import ViRoLBI
+
+    key = procedure_key(plan.models[name])
+    if key == "blur":
+        return GaussianBlur(*blur_params_for(32))
+    level = plan.test_time_sparsity
+    if suite == "clean" and key.startswith("fixed") and key != "fixed":
+        level = float(key[len("fixed"):])
+    if suite == "clean" and key == "vanilla":
+        return None
+    tag = f"smooth{level:g}"
+    if tag not in shared:
+        shared[tag] = MemoizedPreprocess(ViRoLBI(sparsity=level))
+    return shared[tag]
+
+
+def _suite_specs(suite: str) -> Any:
+    from virolbi.evaluate import get_suite
+
+    return get_suite("noise")[:1] if suite == "clean" else suite
+
+
+def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any, work: Path,
+                  shared: dict[str, nn.Module], progress: bool = True) -> Path:
+    """Evaluate one model on one suite (skipped when its results exist); the results.json path."""
+    from virolbi.evaluate import evaluate, write_report
+    from virolbi.evaluate.harness import _preprocess_name
+
+    out = work / "eval" / suite / name
+    if (out / "results.json").is_file():
+        return out / "results.json"
+    pre = _preprocess_for(plan, name, suite, shared)
+    inner = pre.inner if isinstance(pre, MemoizedPreprocess) else pre
+    meta = {"model": name, "plan": str(plan.path.name), "procedure": procedure_key(plan.models[name]),
+            "eval_images": plan.eval_images, "eval_seed": plan.eval_seed}
+    results = evaluate(model, data, suite=_suite_specs(suite), preprocess=pre,
+                       preprocess_name=_preprocess_name(inner) if inner is not None else None,
+                       batch_size=250, seed=plan.eval_seed, progress=progress, sanity=True,
+                       meta=meta)
+    write_report(results, out)
+    return out / "results.json"
+
+
+def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
+               pretrained: bool = False, progress: bool = True,
+               train_fn: Callable[[dict], Any] | None = None) -> dict[str, Path]:
+    """Do every step the tables need, then write them; returns table name -> Markdown path."""
+    from tqdm.auto import tqdm
+
+    from virolbi.reproduce.tables import write_table
+
+    unknown = [t for t in tables if t not in plan.tables]
+    if unknown:
+        raise InputError(f"unknown table(s) {', '.join(unknown)}; the plan {plan.path.name} has "
+                         f"{', '.join(plan.tables)}")
+    if pretrained:
+        from virolbi.zoo import list_weights
+
+        missing = [m for m in plan.models_of(tables) if m not in list_weights()]
+        if missing:
+            raise InputError(f"--pretrained: no shipped weights for {', '.join(missing)}; run "
+                             "without --pretrained to train them")
+    steps = [(t, m) for t in tables for m in plan.tables[t].models]
+    data, shared, models = None, {}, {}
+    bar = tqdm(steps, desc="reproduce", unit="step", disable=None if progress else True)
+    for table, name in bar:
+        suite = plan.tables[table].suite
+        bar.set_postfix_str(f"{table} {name}", refresh=True)
+        if (work / "eval" / suite / name / "results.json").is_file():
+            continue
+        if name not in models:
+            models[name] = obtain_model(plan, name, work, pretrained, train_fn)
+        data = data if data is not None else eval_dataset(plan)
+        evaluate_cell(plan, name, suite, models[name], data, work, shared, progress=False)
+    bar.close()
+    return {t: write_table(plan, t, work, out_dir) for t in tables}

@@ -1,0 +1,163 @@
+"""Write one reproduced table (Markdown, JSON, PNG) from the evaluation results of its models.
+
+Columns are procedures (Vanilla, Blur, Fix, Iterative, or the Fix levels of Table 5); models of
+the same procedure trained with different seeds are pooled: a cell gives the pooled accuracy, its
+95 % Wilson interval, every seed's accuracy (the spread) and the paper's figure. Rows pool over
+severities where the paper averages them (Table 1). Every cell names its test-time preprocessing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from virolbi.reproduce.paper import PAPER
+from virolbi.reproduce.plan import Plan, procedure_key
+from virolbi.reproduce.stats import pooled
+
+__all__ = ["write_table", "table_cells", "PROCEDURE_LABELS"]
+
+PROCEDURE_LABELS = {"vanilla": "Vanilla", "blur": "Blur", "fixed": "Fix 0.6",
+                    "iterative": "Iterative"}
+
+#: Per suite: the row keys (perturbation, level or None for all levels) in the paper's order.
+_ROWS = {
+    "noise": [("gaussian_noise", None), ("shot_noise", None), ("impulse_noise", None),
+              ("speckle_noise", None)],
+    "lowres": [("low_resolution", "1/4"), ("low_resolution", "1/2")],
+    "frequency": [("frequency", "high"), ("frequency", "low")],
+    "clean": [("clean", "-")],
+}
+
+
+def _label(key: str) -> str:
+    return PROCEDURE_LABELS.get(key, f"Fix {key[len('fixed'):]}" if key.startswith("fixed") else key)
+
+
+def _counts(results: Any, perturbation: str, level: str | None, with_pre: bool) -> tuple[int, int]:
+    rows = [r for r in results.rows if r.perturbation == perturbation
+            and (level is None or r.level == level) and r.threat_model == "none"
+            and (r.preprocessing != "none") == with_pre]
+    return sum(r.correct for r in rows), sum(r.n for r in rows)
+
+
+def _paper(table: str, row: str, key: str, with_pre: bool) -> float | None:
+    value = PAPER.get(table, {}).get(row, {}).get(key)
+    if value is None:
+        return None
+    if table == "table5":
+        return value[0]                                # (mean, std): the mean
+    if isinstance(value, tuple):
+        return value[1 if with_pre else 0]
+    return None if with_pre else value
+
+
+def table_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any]]:
+    """One dict per (row, preprocessing, procedure) with the pooled statistics and the paper figure."""
+    from virolbi.evaluate.report import load_results
+
+    spec = plan.tables[table]
+    groups: OrderedDict[str, list[str]] = OrderedDict()
+    for name in spec.models:
+        groups.setdefault(procedure_key(plan.models[name]), []).append(name)
+    results = {n: load_results(work / "eval" / spec.suite / n / "results.json") for n in spec.models}
+    cells = []
+    for perturbation, level in _ROWS[spec.suite]:
+        row = level if spec.suite in ("lowres", "frequency") else perturbation
+        for with_pre in (False, True):
+            for key, names in groups.items():
+                counts = [_counts(results[n], perturbation, level, with_pre) for n in names]
+                if not any(n for _, n in counts):
+                    continue
+                pres = {r.preprocessing for n in names for r in results[n].rows
+                        if (r.preprocessing != "none") == with_pre}
+                stats = pooled([c for c in counts if c[1]])
+                cells.append({"row": row, "perturbation": perturbation, "level": level or "1-5",
+                              "preprocessing": sorted(pres)[0] if pres else "none",
+                              "with_preprocessing": with_pre, "procedure": key, "models": names,
+                              "paper": _paper(table, row if spec.suite != "clean" else "clean",
+                                              key, with_pre), **stats})
+    return cells
+
+
+def _fmt(cell: dict[str, Any]) -> str:
+    lo, hi = cell["ci95"]
+    seeds = "/".join(f"{100 * p:.1f}" for p in cell["parts"])
+    text = f"**{100 * cell['accuracy']:.1f}** [{100 * lo:.1f}, {100 * hi:.1f}]"
+    if len(cell["parts"]) > 1:
+        text += f" (seeds {seeds})"
+    paper = cell["paper"]
+    return text + (f"; paper {paper:.2f}" if paper is not None else "")
+
+
+def _markdown(plan: Plan, table: str, cells: list[dict[str, Any]]) -> str:
+    spec = plan.tables[table]
+    keys = list(OrderedDict.fromkeys(c["procedure"] for c in cells))
+    lines = [f"## {spec.title}", "",
+             f"{plan.eval_images} validation images of {plan.dataset.get('name')} (class-"
+             f"stratified, seed {plan.eval_seed}); accuracy in %, **pooled over seeds** "
+             "[95 % Wilson interval] (each seed), then the paper's ResNet18 figure. "
+             "Test-time preprocessing: smoothing at "
+             f"{plan.test_time_sparsity:g} (Blur: its own blur; Table 5: each Fix model's own level).",
+             "", "| row | test-time preprocessing | " + " | ".join(_label(k) for k in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    by_row: OrderedDict[tuple, dict[str, dict]] = OrderedDict()
+    for c in cells:
+        by_row.setdefault((c["row"], c["with_preprocessing"]), {})[c["procedure"]] = c
+    for (row, with_pre), group in by_row.items():
+        pre = "yes" if with_pre else "no"
+        lines.append(f"| {row} | {pre} | " + " | ".join(
+            _fmt(group[k]) if k in group else "–" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(cells: list[dict[str, Any]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(OrderedDict.fromkeys((c["row"], c["with_preprocessing"]) for c in cells))
+    keys = list(OrderedDict.fromkeys(c["procedure"] for c in cells))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(keys) / 2), 4))
+    width = 0.8 / max(1, len(keys))
+    for j, key in enumerate(keys):
+        xs, ys, errs = [], [], []
+        for i, r in enumerate(rows):
+            c = next((c for c in cells if (c["row"], c["with_preprocessing"]) == r
+                      and c["procedure"] == key), None)
+            if c is None or math.isnan(c["accuracy"]):
+                continue
+            xs.append(i + j * width)
+            ys.append(100 * c["accuracy"])
+            errs.append([[100 * (c["accuracy"] - c["ci95"][0])], [100 * (c["ci95"][1] - c["accuracy"])]])
+        if xs:
+            yerr = [[e[0][0] for e in errs], [e[1][0] for e in errs]]
+            ax.bar(xs, ys, width, yerr=yerr, capsize=2, label=_label(key))
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
+    ax.set_xticklabels([f"{r}\n{'pre' if p else 'no pre'}" for r, p in rows], fontsize=7)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    from virolbi.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_table(plan: Plan, table: str, work: Path, out_dir: Path) -> Path:
+    """Write ``<out_dir>/<table>.md``, ``.json`` and ``.png``; return the Markdown path."""
+    from virolbi.io import save_json, save_text
+
+    cells = table_cells(plan, table, work)
+    out_dir = Path(out_dir)
+    md = out_dir / f"{table}.md"
+    save_text(_markdown(plan, table, cells), md)
+    save_json({"table": table, "title": plan.tables[table].title, "plan": plan.path.name,
+               "eval_images": plan.eval_images, "cells": cells}, out_dir / f"{table}.json")
+    _figure(cells, plan.tables[table].title, out_dir / f"{table}.png")
+    return md

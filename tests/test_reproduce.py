@@ -1,0 +1,118 @@
+"""`virolbi reproduce` end to end on a few real images: real (small) airbench models, the real
+smoother, a resumable state, tables with intervals and the paper's figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from virolbi.errors import InputError
+from virolbi.reproduce import load_plan, run_tables
+from virolbi.reproduce.stats import pooled, wilson_interval
+
+from conftest import CIFAR_CLASSES, load_shared_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_plan(tmp_path_factory):
+    """A plan over a real-image folder (3 train + 1 val image per class), two tiny models."""
+    root = tmp_path_factory.mktemp("repro")
+    images, labels = load_shared_cifar(4)
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        split = "val" if i % 4 == 3 else "train"
+        d = root / "data" / split / CIFAR_CLASSES[lab]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:03d}.png")
+    configs = root / "configs"
+    configs.mkdir()
+    (configs / "tiny.yaml").write_text(
+        f"defaults: [{ROOT / 'configs/base/fast.yaml'}]\n"
+        f"data: {{name: {root / 'data'}, train_split: train, val_split: val}}\n"
+        "model: {width: 0.125, data_init_images: 30}\n"
+        "optim: {epochs: 1, batch_size: 16, drop_last: false}\n"
+        "compute: {micro_batch: 8}\n"
+        f"procedure: {{cache_dir: {root / 'cache'}}}\n"
+        "eval: {test_time_sparsity: null}\n"
+        "logging: {progress: false, tensorboard: false}\n")
+    (configs / "plan.yaml").write_text(
+        f"name: tiny\ndataset: {{name: {root / 'data'}, split: val}}\neval_images: 10\n"
+        "models:\n"
+        "  t_vanilla: {config: configs/tiny.yaml, overrides: [procedure.name=vanilla]}\n"
+        "  t_fixed: {config: configs/tiny.yaml, overrides: [procedure.name=fixed]}\n"
+        "tables:\n"
+        "  table1: {title: noise, suite: noise, models: [t_vanilla, t_fixed]}\n"
+        "  table5: {title: clean, suite: clean, models: [t_vanilla, t_fixed]}\n")
+    return root, load_plan(configs / "plan.yaml")
+
+
+def test_tiny_reproduction_end_to_end_and_resume(tiny_plan):
+    root, plan = tiny_plan
+    from virolbi.train import train
+    calls = []
+
+    def counting_train(cfg):
+        calls.append(cfg["name"])
+        return train(cfg)
+    work, out = root / "work", root / "tables"
+    paths = run_tables(plan, ["table1", "table5"], work, out, progress=False,
+                       train_fn=counting_train)
+    assert sorted(calls) == ["t_fixed", "t_vanilla"]
+    cells = json.loads((out / "table1.json").read_text())["cells"]
+    gauss = [c for c in cells if c["perturbation"] == "gaussian_noise"]
+    assert {c["procedure"] for c in gauss} == {"vanilla", "fixed"}
+    for c in gauss:
+        assert c["n"] == 10 * 5                      # 10 images x 5 severities, pooled
+        lo, hi = c["ci95"]
+        assert lo <= c["accuracy"] <= hi
+        assert c["paper"] == (75.34 if c["with_preprocessing"] else 23.91) or c["procedure"] != "fixed"
+        assert c["preprocessing"] == ("ViRoLBI(sparsity=0.6)" if c["with_preprocessing"] else "none")
+    md = paths["table1"].read_text()
+    assert "paper 45.90" in md and "paper 72.57" in md and (out / "table1.png").stat().st_size > 0
+    t5 = json.loads((out / "table5.json").read_text())["cells"]
+    pre = {c["procedure"]: c["preprocessing"] for c in t5 if c["with_preprocessing"]}
+    assert pre == {"fixed": "ViRoLBI(sparsity=0.6)"}   # Vanilla: no smoothing (level 1)
+    # resumable: nothing is trained or evaluated again; one lost evaluation is redone alone
+    result = work / "eval" / "noise" / "t_fixed" / "results.json"
+    stamp = (work / "eval" / "noise" / "t_vanilla" / "results.json").stat().st_mtime_ns
+    result.unlink()
+    run_tables(plan, ["table1"], work, out, progress=False, train_fn=counting_train)
+    assert len(calls) == 2 and result.is_file()
+    assert (work / "eval" / "noise" / "t_vanilla" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_reproduce_errors(tiny_plan, tmp_path):
+    _, plan = tiny_plan
+    with pytest.raises(InputError, match="unknown table"):
+        run_tables(plan, ["table9"], tmp_path, tmp_path, progress=False)
+    with pytest.raises(InputError, match="no shipped weights for t_vanilla"):
+        run_tables(plan, ["table1"], tmp_path, tmp_path, pretrained=True, progress=False)
+    with pytest.raises(InputError, match="not found"):
+        load_plan(tmp_path / "nope.yaml")
+
+
+def test_wilson_interval_against_reference_values():
+    # reference: Wilson (1927) interval, values from statsmodels' proportion_confint(method="wilson")
+    lo, hi = wilson_interval(81, 263)
+    assert lo == pytest.approx(0.2553, abs=1e-4) and hi == pytest.approx(0.3662, abs=1e-4)
+    from scipy.stats import binomtest          # an independent implementation
+    for k, n in [(0, 10), (10, 10), (1789, 2000), (3, 7)]:
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-6)
+    p = pooled([(1800, 2000), (1780, 2000)])
+    assert p["accuracy"] == pytest.approx(0.895) and p["n"] == 4000
+    assert np.allclose(p["parts"], [0.9, 0.89])
+
+
+def test_shipped_plan_parses():
+    plan = load_plan(ROOT / "configs/reproduce/cifar10_fast.yaml")
+    assert set(plan.tables) >= {"table1", "table3", "table4", "table5"}
+    assert plan.eval_images >= 2000
+    seeds = [m for m in plan.models if m.startswith(("fast_cifar10_vanilla", "fast_cifar10_fixed_",
+                                                      "fast_cifar10_iterative"))]
+    assert len(seeds) == 6                           # two seeds each
