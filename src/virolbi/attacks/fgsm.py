@@ -20,6 +20,7 @@ from torch import Tensor
 from virolbi.attacks.base import (
     Attack,
     check_eot_samples,
+    as_radius,
     check_eps,
     check_images,
     check_labels,
@@ -47,9 +48,9 @@ def fgsm(model: Any, x: Tensor, y: Tensor, eps: float, *, eot_samples: int = 1) 
         Clean images ``(B, C, H, W)``, float in [0, 1].
     y : Tensor
         True labels ``(B,)``, integer.
-    eps : float
-        L∞ radius on [0, 1] pixels, in [0, 1] (8/255 and 16/255 in the paper); the larger, the
-        stronger. ``eps = 0`` returns ``x``.
+    eps : float or sequence of float
+        L∞ radius on [0, 1] pixels, in [0, 1] (8/255 and 16/255 in the paper), or one radius per
+        channel; the larger, the stronger. ``eps = 0`` returns ``x``.
     eot_samples : int, default 1
         Gradients averaged over this many forward passes (EOT) for randomised models.
 
@@ -72,11 +73,11 @@ def fgsm(model: Any, x: Tensor, y: Tensor, eps: float, *, eot_samples: int = 1) 
     check_model(model)
     x = check_images(x)
     y = check_labels(y, x)
-    eps = check_eps(eps)
+    radius = as_radius(check_eps(eps), x)
     eot_samples = check_eot_samples(eot_samples)
     with eval_mode(model):
         _, grad = eot_loss_and_gradient(model, x, y, eot_samples)
-    return project_linf(x + eps * grad.sign(), x, eps).detach()
+    return project_linf(x + radius * grad.sign(), x, radius).detach()
 
 
 class FGSM(Attack):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from virolbi.attacks.base import (
+    as_radius,
     Attack,
     check_count,
     check_eot_samples,
@@ -43,9 +44,11 @@ from virolbi.errors import InputError
 __all__ = ["PGD", "pgd"]
 
 
-def _check_step_size(step_size: Any, eps: float) -> float:
+def _check_step_size(step_size: Any, eps: float | tuple[float, ...]) -> float | tuple[float, ...]:
     if step_size is None:
-        return eps / 4
+        return tuple(e / 4 for e in eps) if isinstance(eps, tuple) else eps / 4
+    if isinstance(step_size, (tuple, list)):
+        return tuple(check_positive(v, "step_size", strict=False) for v in step_size)
     return check_positive(step_size, "step_size", strict=False)
 
 
@@ -55,7 +58,7 @@ def _check_generator(generator: Any) -> torch.Generator | None:
     return generator
 
 
-def _random_start(x: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+def _random_start(x: Tensor, eps: float | Tensor, generator: torch.Generator | None) -> Tensor:
     """``clip(x + U[-eps, eps])``; drawn on the generator's device so a seed gives the same start
     on every device."""
     dev = generator.device if generator is not None else x.device
@@ -80,12 +83,13 @@ def pgd(model: Any, x: Tensor, y: Tensor, eps: float, steps: int = 20, step_size
         Clean images ``(B, C, H, W)``, float in [0, 1].
     y : Tensor
         True labels ``(B,)``, integer.
-    eps : float
-        L∞ radius on [0, 1] pixels, in [0, 1]; the larger, the stronger.
+    eps : float or sequence of float
+        L∞ radius on [0, 1] pixels, in [0, 1], or one radius per channel; the larger, the
+        stronger.
     steps : int, default 20
         Iterations per restart (>= 1); more steps, a stronger attack.
     step_size : float, optional
-        :math:`\eta` (>= 0) on [0, 1] pixels; default ``eps / 4``.
+        :math:`\eta` (>= 0) on [0, 1] pixels; default ``eps / 4`` (per channel when ``eps`` is).
     restarts : int, default 1
         Independent runs (>= 1); per image the worst final iterate is kept (misclassified first,
         then highest loss), so more restarts never make the attack weaker on a deterministic model.
@@ -124,14 +128,15 @@ def pgd(model: Any, x: Tensor, y: Tensor, eps: float, steps: int = 20, step_size
     restarts = check_count(restarts, "restarts")
     generator = _check_generator(generator)
     eot_samples = check_eot_samples(eot_samples)
+    radius, step = as_radius(eps, x), as_radius(step_size, x)
 
     best = best_loss = best_wrong = None
     with eval_mode(model):
         for _ in range(restarts):
-            x_adv = _random_start(x, eps, generator) if random_start else x.clone()
+            x_adv = _random_start(x, radius, generator) if random_start else x.clone()
             for _ in range(steps):
                 _, grad = eot_loss_and_gradient(model, x_adv, y, eot_samples)
-                x_adv = project_linf(x_adv + step_size * grad.sign(), x, eps)
+                x_adv = project_linf(x_adv + step * grad.sign(), x, radius)
             loss, wrong = eot_loss(model, x_adv, y, eot_samples)
             if best is None:
                 best, best_loss, best_wrong = x_adv, loss, wrong

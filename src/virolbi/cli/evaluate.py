@@ -127,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate a random subset of N images (seeded) for a quick run")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (step ε/4)")
+    parser.add_argument("--eps-convention", choices=("pixel", "normalized"), default="pixel",
+                        help="epsilon on [0, 1] pixels, or on normalised images (the paper's "
+                             "Table 2 wording: pixel radius eps x the channel's std, ~4x smaller)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     parser.add_argument("--no-sanity", action="store_true",
@@ -175,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
             "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
     results = evaluate(model, dataset, suite=args.suite, preprocess=preprocess, limit=args.limit,
                        batch_size=args.batch_size, device=device, seed=args.seed,
-                       pgd_steps=args.pgd_steps, sanity=not args.no_sanity, meta=meta)
+                       pgd_steps=args.pgd_steps, sanity=not args.no_sanity, meta=meta,
+                       eps_convention=args.eps_convention)
     paths = write_report(results, args.output_dir)
     clean = [r for r in results.rows if r.group == "clean"]
     failed = [c.name for c in results.sanity if not c.passed]

@@ -277,7 +277,7 @@ def _apply(spec: PerturbationSpec, x: Tensor, generator: torch.Generator) -> Ten
     raise InputError(f"unknown perturbation {spec.perturbation!r} in group {spec.group!r}")
 
 
-def _attack(name: str, eps: float, steps: int, step_size: float | None,
+def _attack(name: str, eps: Any, steps: int, step_size: float | None,
             generator: torch.Generator) -> FGSM | PGD:
     if name == "fgsm":
         return FGSM(None, eps=eps)
@@ -349,7 +349,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
              batch_size: int = 128, device: str | torch.device = "cpu", seed: int = 0,
              pgd_steps: int = 20, pgd_step_size: float | None = None, progress: bool = True,
              sanity: bool = True, preprocess_name: str | None = None,
-             meta: dict | None = None) -> Results:
+             meta: dict | None = None, eps_convention: str = "pixel") -> Results:
     r"""Accuracy of a classifier under every perturbation of a suite, without and with preprocessing.
 
     For every spec of the suite and every batch, the perturbed images :math:`T(x)` are classified
@@ -398,6 +398,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         and ``sparsity`` attribute, e.g. ``"ViRoLBI(sparsity=0.6)"``.
     meta : dict, optional
         Extra metadata copied into ``Results.meta`` (e.g. checkpoint and data paths).
+    eps_convention : {"pixel", "normalized"}, default "pixel"
+        How the suite's ε are meant: on [0, 1] pixels, or on normalised images (the pixel radius of
+        channel ``c`` is then ε·σ_c, σ from the model's :class:`~virolbi.models.Normalize` layer;
+        :func:`virolbi.attacks.base.eps_for_convention`). Recorded in every adversarial row.
 
     Returns
     -------
@@ -464,6 +468,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         _spec_seed(seed, s.perturbation, s.level)) for s, _ in work}
 
     counts: dict[_Key, list] = {}
+    radius_of = _radius_function(model, eps_convention)
 
     def tally(spec: PerturbationSpec, threat: str, pre: str, logits: Tensor, y: Tensor,
               params: dict) -> None:
@@ -489,7 +494,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
                 gen = generators[(spec.perturbation, spec.level)]
                 if spec.group in ("adversarial", "sanity"):
                     _evaluate_attack(model, preprocess, pname, spec, steps, pgd_step_size, gen, x, y,
-                                     tally)
+                                     tally, radius_of)
                 else:
                     with torch.no_grad():
                         xp = _apply(spec, x, gen)
@@ -519,6 +524,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         "seeds": "subset: numpy default_rng(seed); noise and PGD starts: one torch.Generator per "
                  "(perturbation, level) seeded with sha256(seed/perturbation/level)",
         "preprocess": pname,
+        "eps_convention": eps_convention,
         "attacks": {"fgsm": {"norm": "Linf"},
                     "pgd": {"norm": "Linf", "steps": pgd_steps, "random_start": True,
                             "step_size": pgd_step_size if pgd_step_size is not None else "eps/4",
@@ -531,12 +537,28 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     return Results(rows=list(rows.values()), sanity=checks, meta=info)
 
 
+def _radius_function(model: nn.Module, convention: str) -> Callable[[float], Any]:
+    """ε of a spec → the attack's pixel radius (per channel for the normalised convention)."""
+    from virolbi.attacks.base import eps_for_convention
+    from virolbi.models.normalize import Normalize
+
+    if convention == "pixel":
+        return lambda eps: eps_for_convention(eps, "pixel")
+    norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
+    if convention == "normalized" and norm is None:
+        raise InputError("eps_convention='normalized' needs a model with a Normalize layer "
+                         "(virolbi.models.create_model adds one)")
+    std = norm.std.detach().cpu() if norm is not None else None
+    eps_for_convention(0.0, convention, std)        # checks the convention's name
+    return lambda eps: eps_for_convention(eps, convention, std)
+
+
 def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec: PerturbationSpec,
                      steps: int, step_size: float | None, gen: torch.Generator, x: Tensor, y: Tensor,
-                     tally: Callable) -> None:
+                     tally: Callable, radius_of: Callable[[float], Any]) -> None:
     """One batch of an adversarial spec in each of its threat models."""
     name = "pgd" if spec.perturbation.startswith("pgd") else spec.perturbation
-    attack = _attack(name, float(spec.value), steps, step_size, gen)
+    attack = _attack(name, radius_of(float(spec.value)), steps, step_size, gen)
     params = {k: v for k, v in attack.config().items() if k != "generator"}
     threats = [ThreatModel.parse(t) for t in spec.threat_models]
     x_attacked: Tensor | None = None  # classifier alone: shared by CLASSIFIER and PREPROCESS_AFTER

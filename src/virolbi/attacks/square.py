@@ -1,0 +1,129 @@
+r"""Square attack (Andriushchenko et al., ECCV 2020): a gradient-free, score-based L∞ attack, the
+check against obfuscated gradients for a defence that preprocesses its input.
+
+It only queries the logits of the *whole pipeline* (preprocessing + classifier), so a smoother
+that breaks or masks gradients gives it no advantage: where adaptive gradient attacks (BPDA, EOT)
+and Square disagree, the lower accuracy is the pipeline's robustness.
+
+The search is the maintained implementation of the adversarial-robustness-toolbox (ART,
+``art.attacks.evasion.SquareAttack``; ``pip install virolbi[attacks]``). ART queries the pipeline
+again for images it has not changed (every iteration re-predicts the whole batch and re-scores
+the current iterate), so :class:`PerImageCache` remembers the preprocessed image of every input by
+its bytes: each query costs one smoother run per *new* image, the rest are cache hits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from virolbi.attacks.base import check_count, check_eps, check_images, check_labels, check_model
+from virolbi.errors import InputError
+
+__all__ = ["PerImageCache", "square_attack"]
+
+
+class PerImageCache(nn.Module):
+    """``inner`` applied image by image with a least-recently-used cache keyed by the image bytes.
+
+    Only for preprocessors that treat every image of a batch independently (ViRoLBI does: a batch
+    equals the same images one by one).
+
+    Parameters
+    ----------
+    inner : nn.Module
+        The preprocessor.
+    capacity : int
+        Images kept (the oldest are dropped first).
+    """
+
+    def __init__(self, inner: nn.Module, capacity: int = 4096) -> None:
+        super().__init__()
+        self.inner, self.capacity = inner, int(capacity)
+        self._cache: OrderedDict[bytes, Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        arr = x.detach().cpu().contiguous()
+        keys = [hashlib.sha1(arr[i].numpy().tobytes()).digest() for i in range(arr.shape[0])]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            done = self.inner(x[todo]).detach().cpu()
+            for j, i in enumerate(todo):
+                self._cache[keys[i]] = done[j]
+        out = torch.stack([self._cache[k] for k in keys])
+        for k in keys:
+            self._cache.move_to_end(k)
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return out.to(x.device)
+
+
+def square_attack(model: Any, x: Tensor, y: Tensor, eps: float, queries: int = 1000, *,
+                  p_init: float = 0.8, seed: int = 0, batch_size: int = 250,
+                  preprocess: nn.Module | None = None, progress: bool = False) -> Tensor:
+    """L∞ Square attack on ``model ∘ preprocess`` (ART's implementation); adversarial images.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier on float images in [0, 1].
+    x, y : Tensor
+        Clean images ``(B, C, H, W)`` in [0, 1] and labels ``(B,)``.
+    eps : float
+        L∞ radius on [0, 1] pixels (one number: ART's Square takes a scalar radius).
+    queries : int
+        Iterations of the random search (ART ``max_iter``; one new query per image per iteration).
+    p_init : float
+        Initial fraction of pixels changed per square (0.8, the paper's CIFAR setting).
+    seed : int
+        Seeds ART's NumPy draws (the global NumPy state is restored afterwards).
+    preprocess : nn.Module, optional
+        Applied before the classifier inside the attacked pipeline (cached per image).
+
+    Returns
+    -------
+    Tensor
+        ``‖x' − x‖∞ ≤ eps``, values in [0, 1].
+    """
+    try:
+        from art.attacks.evasion import SquareAttack
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        raise InputError("the Square attack needs the adversarial-robustness-toolbox: "
+                         "pip install 'virolbi[attacks]'") from None
+    check_model(model)
+    x = check_images(x)
+    y = check_labels(y, x)
+    eps = check_eps(eps)
+    if isinstance(eps, tuple):
+        raise InputError("the Square attack takes one L-infinity radius, not one per channel")
+    queries = check_count(queries, "queries")
+    pipeline = nn.Sequential(PerImageCache(preprocess, 8 * x.shape[0]), model) if preprocess \
+        is not None else model
+    with torch.no_grad():
+        k = int(model(x[:1]).shape[1])
+    estimator = PyTorchClassifier(pipeline, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                  nb_classes=k, clip_values=(0.0, 1.0), device_type="cpu")
+    attack = SquareAttack(estimator, norm=np.inf, eps=float(eps), max_iter=queries, p_init=p_init,
+                          nb_restarts=1, batch_size=batch_size, verbose=progress)
+    state = np.random.get_state()
+    np.random.seed(seed)
+    was_training = [m.training for m in pipeline.modules()]
+    pipeline.eval()
+    try:
+        x_adv = attack.generate(x.cpu().numpy().astype(np.float32), y=y.cpu().numpy())
+    finally:
+        np.random.set_state(state)
+        for m, flag in zip(pipeline.modules(), was_training):
+            m.training = flag
+    out = torch.from_numpy(x_adv).to(x.device, x.dtype)
+    return torch.minimum(torch.maximum(out, x - eps), x + eps).clamp(0.0, 1.0)
