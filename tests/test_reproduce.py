@@ -42,12 +42,15 @@ def tiny_plan(tmp_path_factory):
         "logging: {progress: false, tensorboard: false}\n")
     (configs / "plan.yaml").write_text(
         f"name: tiny\ndataset: {{name: {root / 'data'}, split: val}}\neval_images: 10\n"
+        "pgd_steps: 2\nsquare: {images: 10, queries: 3, eps: 8/255}\n"
         "models:\n"
         "  t_vanilla: {config: configs/tiny.yaml, overrides: [procedure.name=vanilla]}\n"
         "  t_fixed: {config: configs/tiny.yaml, overrides: [procedure.name=fixed]}\n"
         "tables:\n"
         "  table1: {title: noise, suite: noise, models: [t_vanilla, t_fixed]}\n"
-        "  table5: {title: clean, suite: clean, models: [t_vanilla, t_fixed]}\n")
+        "  table5: {title: clean, suite: clean, models: [t_vanilla, t_fixed]}\n"
+        "  table2: {title: adv, suite: adversarial, models: [t_vanilla, t_fixed],\n"
+        "           eps_conventions: [pixel, normalized], square_models: [t_fixed]}\n")
     return root, load_plan(configs / "plan.yaml")
 
 
@@ -84,6 +87,27 @@ def test_tiny_reproduction_end_to_end_and_resume(tiny_plan):
     run_tables(plan, ["table1"], work, out, progress=False, train_fn=counting_train)
     assert len(calls) == 2 and result.is_file()
     assert (work / "eval" / "noise" / "t_vanilla" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_tiny_adversarial_table_with_conventions_and_square(tiny_plan):
+    pytest.importorskip("art")
+    root, plan = tiny_plan
+    work, out = root / "work2", root / "tables2"
+    run_tables(plan, ["table2"], work, out, progress=False)
+    cells = json.loads((out / "table2.json").read_text())["cells"]
+    convs = {(c["convention"], c["threat_model"]) for c in cells if c["attack"] == "pgd"}
+    assert ("normalized", "adaptive_bpda_partition") in convs and ("pixel", "classifier") in convs
+    square = [c for c in cells if c["threat_model"] == "gradient_free"]
+    assert len(square) == 1 and square[0]["procedure"] == "fixed" and square[0]["n"] == 10
+    worst = [c for c in cells if c["threat_model"] == "worst_case"]
+    adaptive = [c["accuracy"] for c in cells if c["procedure"] == "fixed" and c["attack"] == "pgd"
+                and c["level"] == "8/255" and c["convention"] == "pixel"
+                and c["threat_model"].startswith("adaptive")]
+    assert worst[0]["accuracy"] == min(adaptive + [square[0]["accuracy"]])
+    paper = {c["threat_model"]: c["paper"] for c in cells if c["procedure"] == "vanilla"
+             and c["row"] == "PGD 8/255 (pixel)"}
+    assert paper["classifier"] == 37.95 and paper["preprocess_after"] == 49.45
+    assert "Square on f(P(x))" in (out / "table2.md").read_text()
 
 
 def test_reproduce_errors(tiny_plan, tmp_path):

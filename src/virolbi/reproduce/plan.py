@@ -15,6 +15,9 @@ from virolbi.errors import InputError
 
 __all__ = ["ModelSpec", "TableSpec", "Plan", "load_plan", "procedure_key", "TABLE_SUITES"]
 
+#: The Square attack's settings unless the plan says otherwise (L∞ on pixels, ≥ 1000 queries).
+SQUARE_DEFAULTS = {"images": 500, "queries": 1000, "eps": 8 / 255}
+
 #: The suites a table may use ("clean": the clean row only).
 TABLE_SUITES = ("noise", "adversarial", "lowres", "frequency", "clean")
 
@@ -37,10 +40,15 @@ class ModelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
+    """A table: a suite on some models; adversarial tables also name their ε conventions and the
+    models the gradient-free Square attack runs on."""
+
     name: str
     title: str
     suite: str
     models: tuple[str, ...]
+    conventions: tuple[str, ...] = ()
+    square_models: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +61,8 @@ class Plan:
     test_time_sparsity: float
     models: dict[str, ModelSpec]
     tables: dict[str, TableSpec]
+    square: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(SQUARE_DEFAULTS))
+    pgd_steps: int = 20
 
     def models_of(self, tables: list[str]) -> list[str]:
         """The models the given tables need, in plan order, each once."""
@@ -105,7 +115,20 @@ def load_plan(path: str | os.PathLike) -> Plan:
         unknown = [m for m in t.get("models", []) if m not in models]
         if unknown:
             raise InputError(f"{path}: {name} names unknown models {unknown}")
-        tables[name] = TableSpec(name, t.get("title", name), t["suite"], tuple(t["models"]))
+        convs = tuple(t.get("eps_conventions") or ())
+        if any(c not in ("pixel", "normalized") for c in convs):
+            raise InputError(f"{path}: {name}.eps_conventions must be pixel and/or normalized")
+        square = tuple(t.get("square_models") or ())
+        unknown = [m for m in square if m not in models]
+        if unknown:
+            raise InputError(f"{path}: {name}.square_models names unknown models {unknown}")
+        tables[name] = TableSpec(name, t.get("title", name), t["suite"], tuple(t["models"]),
+                                 convs if t["suite"] == "adversarial" else (), square)
+    square_cfg = {**SQUARE_DEFAULTS, **(raw.get("square") or {})}
+    if isinstance(square_cfg["eps"], str):
+        num, _, den = square_cfg["eps"].partition("/")
+        square_cfg["eps"] = float(num) / float(den or 1)
     return Plan(raw.get("name", path.stem), path, dict(raw.get("dataset") or {}),
                 int(raw.get("eval_images", 2000)), int(raw.get("eval_seed", 0)),
-                float(raw.get("test_time_sparsity", 0.6)), models, tables)
+                float(raw.get("test_time_sparsity", 0.6)), models, tables, square_cfg,
+                int(raw.get("pgd_steps", 20)))

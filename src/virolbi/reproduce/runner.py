@@ -104,24 +104,77 @@ def _suite_specs(suite: str) -> Any:
     return get_suite("noise")[:1] if suite == "clean" else suite
 
 
+def cell_dir(work: Path, suite: str, name: str, convention: str | None = None) -> Path:
+    """Where one model's evaluation on one suite (and ε convention) is written."""
+    return work / "eval" / (f"{suite}-{convention}" if convention else suite) / name
+
+
 def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any, work: Path,
-                  shared: dict[str, nn.Module], progress: bool = True) -> Path:
-    """Evaluate one model on one suite (skipped when its results exist); the results.json path."""
+                  shared: dict[str, nn.Module], progress: bool = True,
+                  convention: str | None = None) -> Path:
+    """Evaluate one model on one suite (skipped when its results exist); the results.json path.
+
+    Adversarial suites run in the given ε convention with the plain (uncached) preprocessor:
+    their inputs depend on the model, so nothing can be shared.
+    """
     from virolbi.evaluate import evaluate, write_report
     from virolbi.evaluate.harness import _preprocess_name
 
-    out = work / "eval" / suite / name
+    out = cell_dir(work, suite, name, convention)
     if (out / "results.json").is_file():
         return out / "results.json"
     pre = _preprocess_for(plan, name, suite, shared)
     inner = pre.inner if isinstance(pre, MemoizedPreprocess) else pre
+    if suite == "adversarial":
+        pre = inner
     meta = {"model": name, "plan": str(plan.path.name), "procedure": procedure_key(plan.models[name]),
             "eval_images": plan.eval_images, "eval_seed": plan.eval_seed}
     results = evaluate(model, data, suite=_suite_specs(suite), preprocess=pre,
                        preprocess_name=_preprocess_name(inner) if inner is not None else None,
                        batch_size=250, seed=plan.eval_seed, progress=progress, sanity=True,
-                       meta=meta)
+                       meta=meta, eps_convention=convention or "pixel", pgd_steps=plan.pgd_steps)
     write_report(results, out)
+    return out / "results.json"
+
+
+def square_cell(plan: Plan, name: str, model: nn.Module, data: Any, work: Path,
+                chunk: int = 100) -> Path:
+    """The Square attack on the whole pipeline (smoothing + classifier; Blur: its blur) for the
+    plan's ``square`` settings, in resumable chunks of images; the results.json path."""
+    from virolbi.attacks.square import square_attack
+    from virolbi.evaluate.harness import Results, Row, _preprocess_name
+    from virolbi.evaluate.report import save_results
+    from virolbi.io import load_json, save_json
+    from virolbi.train.trainer import balanced_subset
+
+    cfg = plan.square
+    out = cell_dir(work, "square", name, "pixel")
+    if (out / "results.json").is_file():
+        return out / "results.json"
+    pre = _preprocess_for(plan, name, "adversarial", {})
+    pre = pre.inner if isinstance(pre, MemoizedPreprocess) else pre
+    idx = balanced_subset(np.asarray(data.targets), cfg["images"], plan.eval_seed)
+    correct = 0
+    for start in range(0, len(idx), chunk):
+        part = out / f"chunk_{start:05d}.json"
+        if not part.is_file():
+            x, y = data.get_batch(idx[start:start + chunk])
+            x = x.float() / 255.0
+            x_adv = square_attack(model, x, y, cfg["eps"], cfg["queries"], seed=start,
+                                  preprocess=pre)
+            with torch.no_grad():
+                pred = model(pre(x_adv) if pre is not None else x_adv).argmax(1)
+            save_json({"correct": int((pred == y).sum()), "n": int(y.numel())}, part)
+        correct += load_json(part)["correct"]
+    from virolbi.evaluate.suites import level_label
+
+    row = Row("square", level_label(cfg["eps"]), "gradient_free",
+              _preprocess_name(pre) if pre is not None else "none", correct / len(idx), correct,
+              len(idx), "adversarial", cfg["eps"],
+              {"attack": "square (ART)", "queries": cfg["queries"], "norm": "Linf",
+               "eps_convention": "pixel", "p_init": 0.8})
+    save_results(Results(rows=[row], sanity=[], meta={"model": name, "images": len(idx)}),
+                 out / "results.json")
     return out / "results.json"
 
 
@@ -144,17 +197,25 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
         if missing:
             raise InputError(f"--pretrained: no shipped weights for {', '.join(missing)}; run "
                              "without --pretrained to train them")
-    steps = [(t, m) for t in tables for m in plan.tables[t].models]
+    steps = [(t, m, c) for t in tables for m in plan.tables[t].models
+             for c in (plan.tables[t].conventions or (None,))]
+    steps += [(t, m, "square") for t in tables for m in plan.tables[t].square_models]
     data, shared, models = None, {}, {}
     bar = tqdm(steps, desc="reproduce", unit="step", disable=None if progress else True)
-    for table, name in bar:
+    for table, name, conv in bar:
         suite = plan.tables[table].suite
-        bar.set_postfix_str(f"{table} {name}", refresh=True)
-        if (work / "eval" / suite / name / "results.json").is_file():
+        bar.set_postfix_str(f"{table} {name} {conv or ''}", refresh=True)
+        done = (cell_dir(work, "square", name, "pixel") if conv == "square"
+                else cell_dir(work, suite, name, conv)) / "results.json"
+        if done.is_file():
             continue
         if name not in models:
             models[name] = obtain_model(plan, name, work, pretrained, train_fn)
         data = data if data is not None else eval_dataset(plan)
-        evaluate_cell(plan, name, suite, models[name], data, work, shared, progress=False)
+        if conv == "square":
+            square_cell(plan, name, models[name], data, work)
+        else:
+            evaluate_cell(plan, name, suite, models[name], data, work, shared, progress=False,
+                          convention=conv)
     bar.close()
     return {t: write_table(plan, t, work, out_dir) for t in tables}

@@ -19,6 +19,13 @@ from virolbi.reproduce.stats import pooled
 
 __all__ = ["write_table", "table_cells", "PROCEDURE_LABELS"]
 
+THREAT_LABELS = {"classifier": "none (attack and classify f)",
+                 "preprocess_after": "paper: attack f, classify f(P(x'))",
+                 "adaptive_bpda_identity": "adaptive: BPDA identity through P",
+                 "adaptive_bpda_partition": "adaptive: BPDA fixed partition through P",
+                 "gradient_free": "Square on f(P(x)) (no gradients)",
+                 "worst_case": "lowest of the adaptive and gradient-free rows"}
+
 PROCEDURE_LABELS = {"vanilla": "Vanilla", "blur": "Blur", "fixed": "Fix 0.6",
                     "iterative": "Iterative"}
 
@@ -54,14 +61,85 @@ def _paper(table: str, row: str, key: str, with_pre: bool) -> float | None:
     return None if with_pre else value
 
 
+def _groups(plan: Plan, names: tuple[str, ...]) -> OrderedDict[str, list[str]]:
+    groups: OrderedDict[str, list[str]] = OrderedDict()
+    for name in names:
+        groups.setdefault(procedure_key(plan.models[name]), []).append(name)
+    return groups
+
+
+def _threat_counts(results: Any, attack: str, level: str, threat: str) -> tuple[int, int]:
+    rows = [r for r in results.rows if r.perturbation == attack and r.level == level
+            and r.threat_model == threat]
+    return sum(r.correct for r in rows), sum(r.n for r in rows)
+
+
+def _adversarial_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any]]:
+    """Table 2: attack x ε x convention x threat model, then Square and the pipeline's robustness
+    (the lower of adaptive PGD and Square) at Square's ε on pixels."""
+    from virolbi.evaluate.report import load_results
+    from virolbi.reproduce.runner import cell_dir
+
+    spec = plan.tables[table]
+    groups = _groups(plan, spec.models)
+    cells = []
+    threats = ("classifier", "preprocess_after", "adaptive_bpda_identity", "adaptive_bpda_partition")
+    for conv in spec.conventions:
+        res = {n: load_results(cell_dir(work, "adversarial", n, conv) / "results.json")
+               for n in spec.models}
+        for attack in ("fgsm", "pgd"):
+            for level in ("8/255", "16/255"):
+                for threat in threats:
+                    for key, names in groups.items():
+                        counts = [_threat_counts(res[n], attack, level, threat) for n in names]
+                        if not any(k for _, k in counts):
+                            continue
+                        paper = None
+                        if threat in ("classifier", "preprocess_after"):
+                            paper = _paper(table, level, key, threat == "preprocess_after")
+                        cells.append({"row": f"{attack.upper()} {level} ({conv})", "attack": attack,
+                                      "level": level, "convention": conv, "threat_model": threat,
+                                      "with_preprocessing": threat != "classifier",
+                                      "procedure": key, "models": names, "paper": paper,
+                                      **pooled([c for c in counts if c[1]])})
+    return cells + _square_cells(plan, spec, work, cells)
+
+
+def _square_cells(plan: Plan, spec: Any, work: Path, cells: list[dict]) -> list[dict[str, Any]]:
+    from virolbi.evaluate.report import load_results
+    from virolbi.evaluate.suites import level_label
+    from virolbi.reproduce.runner import cell_dir
+
+    level = level_label(plan.square["eps"])
+    out = []
+    for key, names in _groups(plan, spec.square_models).items():
+        paths = [cell_dir(work, "square", n, "pixel") / "results.json" for n in names]
+        if not all(p.is_file() for p in paths):
+            continue
+        counts = [(r.correct, r.n) for p in paths for r in load_results(p).rows]
+        sq = {"row": f"Square {level} (pixel, {plan.square['queries']} queries)", "attack": "square",
+              "level": level, "convention": "pixel", "threat_model": "gradient_free",
+              "with_preprocessing": True, "procedure": key, "models": names, "paper": None,
+              **pooled(counts)}
+        out.append(sq)
+        adaptive = [c for c in cells if c["procedure"] == key and c["attack"] == "pgd"
+                    and c["level"] == level and c["convention"] == "pixel"
+                    and c["threat_model"].startswith("adaptive")]
+        worst = min(adaptive + [sq], key=lambda c: c["accuracy"])
+        out.append({**worst, "row": f"pipeline robustness {level} (pixel): lowest of adaptive "
+                                    "PGD and Square", "threat_model": "worst_case",
+                    "source": worst["threat_model"]})
+    return out
+
+
 def table_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any]]:
     """One dict per (row, preprocessing, procedure) with the pooled statistics and the paper figure."""
     from virolbi.evaluate.report import load_results
 
     spec = plan.tables[table]
-    groups: OrderedDict[str, list[str]] = OrderedDict()
-    for name in spec.models:
-        groups.setdefault(procedure_key(plan.models[name]), []).append(name)
+    if spec.suite == "adversarial":
+        return _adversarial_cells(plan, table, work)
+    groups = _groups(plan, spec.models)
     results = {n: load_results(work / "eval" / spec.suite / n / "results.json") for n in spec.models}
     cells = []
     for perturbation, level in _ROWS[spec.suite]:
@@ -105,9 +183,10 @@ def _markdown(plan: Plan, table: str, cells: list[dict[str, Any]]) -> str:
              "|---|---|" + "---|" * len(keys)]
     by_row: OrderedDict[tuple, dict[str, dict]] = OrderedDict()
     for c in cells:
-        by_row.setdefault((c["row"], c["with_preprocessing"]), {})[c["procedure"]] = c
-    for (row, with_pre), group in by_row.items():
-        pre = "yes" if with_pre else "no"
+        key = (c["row"], c.get("threat_model") or c["with_preprocessing"])
+        by_row.setdefault(key, {})[c["procedure"]] = c
+    for (row, how), group in by_row.items():
+        pre = THREAT_LABELS.get(how, how) if isinstance(how, str) else ("yes" if how else "no")
         lines.append(f"| {row} | {pre} | " + " | ".join(
             _fmt(group[k]) if k in group else "–" for k in keys) + " |")
     return "\n".join(lines) + "\n"
