@@ -77,6 +77,9 @@ def test_tiny_reproduction_end_to_end_and_resume(tiny_plan):
         assert c["preprocessing"] == ("ViRoLBI(sparsity=0.6)" if c["with_preprocessing"] else "none")
     md = paths["table1"].read_text()
     assert "paper 45.90" in md and "paper 72.57" in md and (out / "table1.png").stat().st_size > 0
+    models = json.loads((out / "models.json").read_text())["models"]
+    assert {m["model"] for m in models} == {"t_vanilla", "t_fixed"}
+    assert all(m["n"] == 10 and m["ci95"][0] <= m["val_acc"] <= m["ci95"][1] for m in models)
     t5 = json.loads((out / "table5.json").read_text())["cells"]
     pre = {c["procedure"]: c["preprocessing"] for c in t5 if c["with_preprocessing"]}
     assert pre == {"fixed": "ViRoLBI(sparsity=0.6)"}   # Vanilla: no smoothing (level 1)

@@ -184,7 +184,7 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
     """Do every step the tables need, then write them; returns table name -> Markdown path."""
     from tqdm.auto import tqdm
 
-    from virolbi.reproduce.tables import write_table
+    from virolbi.reproduce.tables import write_models_table, write_table
 
     unknown = [t for t in tables if t not in plan.tables]
     if unknown:
@@ -218,4 +218,6 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
             evaluate_cell(plan, name, suite, models[name], data, work, shared, progress=False,
                           convention=conv)
     bar.close()
-    return {t: write_table(plan, t, work, out_dir) for t in tables}
+    written = {t: write_table(plan, t, work, out_dir) for t in tables}
+    written["models"] = write_models_table(plan, work, out_dir)
+    return written

@@ -17,7 +17,7 @@ from virolbi.reproduce.paper import PAPER
 from virolbi.reproduce.plan import Plan, procedure_key
 from virolbi.reproduce.stats import pooled
 
-__all__ = ["write_table", "table_cells", "PROCEDURE_LABELS"]
+__all__ = ["write_table", "write_models_table", "table_cells", "PROCEDURE_LABELS"]
 
 THREAT_LABELS = {"classifier": "none (attack and classify f)",
                  "preprocess_after": "paper: attack f, classify f(P(x'))",
@@ -240,3 +240,53 @@ def write_table(plan: Plan, table: str, work: Path, out_dir: Path) -> Path:
                "eval_images": plan.eval_images, "cells": cells}, out_dir / f"{table}.json")
     _figure(cells, plan.tables[table].title, out_dir / f"{table}.png")
     return md
+
+
+def _model_row(plan: Plan, name: str, work: Path) -> dict[str, Any] | None:
+    """Validation accuracy and cost of one model: from its run folder, else the weights manifest."""
+    from virolbi.io import load_json
+    from virolbi.zoo import read_manifest
+
+    metrics = work / "runs" / name / "metrics.json"
+    if metrics.is_file():
+        data = load_json(metrics)
+        rows = data["epochs"]
+        last = rows[-1]
+        n = data["info"].get("val_images", 0)
+        cfg = plan.models[name].resolved()
+        return {"model": name, "procedure": procedure_key(plan.models[name]), "seed": cfg["seed"],
+                "precision": cfg["compute"]["precision"], "val_acc": last["val_acc"], "n": n,
+                "val_acc_pre": last.get("val_acc_pre"),
+                "train_minutes": sum(r["epoch_time"] for r in rows) / 60,
+                "prepare_minutes": sum(r.get("prepare_time") or 0 for r in rows) / 60}
+    entry = read_manifest().get(name)
+    if entry is None:
+        return None
+    return {"model": name, "procedure": procedure_key(plan.models[name]), "seed": entry["seed"],
+            "precision": entry["precision"], "val_acc": entry["val_acc_float32"],
+            "n": entry["data"]["val_images"], "val_acc_pre": entry.get("val_acc_pre"),
+            "train_minutes": entry["train_seconds"] / 60,
+            "prepare_minutes": entry["prepare_seconds"] / 60}
+
+
+def write_models_table(plan: Plan, work: Path, out_dir: Path) -> Path:
+    """``models.md``/``.json``: every model's clean validation accuracy (all held-out images) with
+    its Wilson interval, test-time-smoothed accuracy, precision and training time."""
+    from virolbi.io import save_json, save_text
+    from virolbi.reproduce.stats import wilson_interval
+
+    rows = [r for r in (_model_row(plan, n, work) for n in plan.models) if r is not None]
+    lines = ["| model | procedure | seed | precision | clean val acc (%) [95 % CI] | with test-time "
+             "smoothing 0.6 (Blur: blur) | training (min) | one-time smoothing (min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = wilson_interval(round(r["val_acc"] * r["n"]), r["n"])
+        r["ci95"] = [lo, hi]
+        pre = "–" if r["val_acc_pre"] is None else f"{100 * r['val_acc_pre']:.2f}"
+        lines.append(f"| {r['model']} | {_label(r['procedure'])} | {r['seed']} | {r['precision']} | "
+                     f"{100 * r['val_acc']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}] | {pre} | "
+                     f"{r['train_minutes']:.1f} | {r['prepare_minutes']:.1f} |")
+    out = Path(out_dir) / "models.md"
+    save_text("\n".join(lines) + "\n", out)
+    save_json({"plan": plan.path.name, "models": rows}, out.with_suffix(".json"))
+    return out
