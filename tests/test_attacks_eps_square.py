@@ -97,3 +97,5 @@ def test_square_attack_finds_adversarials_within_the_ball(cifar_batch, template_
     del pre
     with pytest.raises(InputError, match="one L-infinity radius"):
         square_attack(model, x, y, (0.1, 0.1, 0.1))
+    with pytest.raises(InputError, match="at least 8x8"):
+        square_attack(model, x[:, :, :4, :4], y, 0.1)

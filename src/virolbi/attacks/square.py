@@ -107,6 +107,9 @@ def square_attack(model: Any, x: Tensor, y: Tensor, eps: float, queries: int = 1
     if isinstance(eps, tuple):
         raise InputError("the Square attack takes one L-infinity radius, not one per channel")
     queries = check_count(queries, "queries")
+    if min(x.shape[-2:]) < 8:
+        raise InputError(f"the Square attack needs images of at least 8x8 pixels, got "
+                         f"{tuple(x.shape[-2:])}")
     pipeline = nn.Sequential(PerImageCache(preprocess, 8 * x.shape[0]), model) if preprocess \
         is not None else model
     with torch.no_grad():

@@ -394,7 +394,9 @@ def train(config: Mapping[str, Any] | TrainConfig, *, model: Any = None, train_d
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _train(cfg, info, model, train_data, val_data, list(callbacks), path_fn)
+        result = _train(cfg, info, model, train_data, val_data, list(callbacks), path_fn)
+        barrier(info)     # leave together: destroying a gloo group while a peer still runs aborts
+        return result
     finally:
         cleanup(info)
         torch.set_num_threads(before)
