@@ -18,7 +18,9 @@ from virolbi.zoo import (ZOO_DIR, export_weights, list_weights, load_weights, re
                          verify_weights)
 
 #: The models behind RESULTS.md that must ship (see configs/reproduce/cifar10_fast.yaml).
-REQUIRED = ["fast_cifar10_vanilla_s0"]
+REQUIRED = ["fast_cifar10_vanilla_s0", "fast_cifar10_vanilla_s1", "fast_cifar10_blur_s0",
+            "fast_cifar10_fixed_s0", "fast_cifar10_fixed_s1", "fast_cifar10_iterative_s0",
+            "fast_cifar10_iterative_s1"]
 
 
 def _info():
