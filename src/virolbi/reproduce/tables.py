@@ -31,7 +31,7 @@ PROCEDURE_LABELS = {"vanilla": "Vanilla", "blur": "Blur", "fixed": "Fix 0.6",
 
 #: Per suite: the row keys (perturbation, level or None for all levels) in the paper's order.
 _ROWS = {
-    "noise": [("gaussian_noise", None), ("shot_noise", None), ("impulse_noise", None),
+    "noise": [("clean", "-"), ("gaussian_noise", None), ("shot_noise", None), ("impulse_noise", None),
               ("speckle_noise", None)],
     "lowres": [("low_resolution", "1/4"), ("low_resolution", "1/2")],
     "frequency": [("frequency", "high"), ("frequency", "low")],
