@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from virolbi.checks import check_levels, check_positive_int
+from virolbi.data.cache import file_sha256 as _file_sha256
 from virolbi.errors import InputError
 from virolbi.io import atomic_path, load_json, save_json
 
@@ -103,14 +104,6 @@ def dataset_fingerprint(images: np.ndarray, chunk: int = 1024) -> str:
     h = hashlib.sha256(repr((images.shape, str(images.dtype))).encode())
     for start in range(0, images.shape[0], chunk):
         h.update(np.ascontiguousarray(images[start:start + chunk]).tobytes())
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
     return h.hexdigest()
 
 

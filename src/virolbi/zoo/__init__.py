@@ -13,7 +13,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
+from virolbi.data.cache import file_sha256 as _sha256
 from virolbi.errors import InputError
 
 __all__ = ["ZOO_DIR", "list_weights", "weights_info", "load_weights", "verify_weights",
@@ -64,14 +64,6 @@ def weights_info(name: str, zoo_dir: str | os.PathLike | None = None) -> dict[st
         known = ", ".join(sorted(manifest)) or "none"
         raise InputError(f"no shipped weights named {name!r} (shipped: {known})")
     return dict(manifest[name])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_weights(name: str, zoo_dir: str | os.PathLike | None = None) -> Path:
