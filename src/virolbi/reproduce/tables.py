@@ -51,6 +51,8 @@ def _counts(results: Any, perturbation: str, level: str | None, with_pre: bool) 
 
 
 def _paper(table: str, row: str, key: str, with_pre: bool) -> float | None:
+    if table == "table5" and key == "fixed":
+        key = "fixed0.6"                               # Table 5 names every level
     value = PAPER.get(table, {}).get(row, {}).get(key)
     if value is None:
         return None
