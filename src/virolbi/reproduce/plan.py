@@ -97,7 +97,8 @@ def load_plan(path: str | os.PathLike) -> Plan:
     """Read and check a plan file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"reproduction plan not found: {path}")
+        raise InputError(f"reproduction plan not found: {path} (plans live in the project's "
+                         "configs/reproduce/: run from the project's root or pass --plan)")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
