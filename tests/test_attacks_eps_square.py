@@ -91,10 +91,8 @@ def test_square_attack_finds_adversarials_within_the_ball(cifar_batch, template_
     assert clean == 1.0 and loss_adv > loss_clean           # the search raised the loss
     again = square_attack(model, x, y, eps, queries=60, seed=1)
     assert torch.equal(x_adv, again)                        # seeded
-    pre = PerImageCache(torch.nn.Identity())
     with_pre = square_attack(model, x, y, eps, queries=60, seed=1, preprocess=torch.nn.Identity())
     assert torch.equal(with_pre, x_adv)                      # identity preprocessing changes nothing
-    del pre
     with pytest.raises(InputError, match="one L-infinity radius"):
         square_attack(model, x, y, (0.1, 0.1, 0.1))
     with pytest.raises(InputError, match="at least 8x8"):

@@ -115,7 +115,6 @@ def test_reflect_translation_and_alternating_flip_match_reference(rng):
 
 def test_lookahead_against_hand_computed_sequence():
     net = torch.nn.Linear(1, 1, bias=False)
-    la = Lookahead(net, every=2, decay=0.5, power=1.0, total_steps=4)
     slow, fast_values = 0.0, [1.0, 2.0, 3.0, 4.0]
     with torch.no_grad():
         net.weight.fill_(slow)

@@ -5,12 +5,11 @@ Everything is resumable: a training continues from its last epoch (the trainer's
 evaluation already written (``<work>/eval/<suite>/<model>/results.json``) is read back, so an
 interrupted ``virolbi reproduce`` continues where it stopped. Test-time smoothing of perturbed
 images that do not depend on the model (noise, low resolution, frequency) is computed once and
-shared by all models of a run (:class:`MemoizedPreprocess`).
+shared by all models of a run (a :class:`~virolbi.attacks.square.PerImageCache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,31 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from virolbi.attacks.square import PerImageCache
 from virolbi.errors import InputError
 from virolbi.reproduce.plan import Plan, procedure_key
 
-__all__ = ["MemoizedPreprocess", "obtain_model", "eval_dataset", "evaluate_cell", "run_tables"]
-
-
-class MemoizedPreprocess(nn.Module):
-    """A preprocessor whose outputs are remembered by the exact bytes of their input batch.
-
-    For inputs that do not depend on the model (the same noisy images for every model), the
-    smoother runs once per batch instead of once per model. Not for adversarial inputs.
-    """
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.sparsity = getattr(inner, "sparsity", None)
-        self._memo: dict[str, torch.Tensor] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().contiguous().numpy()
-        key = hashlib.sha1(arr.tobytes()).hexdigest() + str(arr.shape)
-        if key not in self._memo:
-            self._memo[key] = self.inner(x).detach().cpu()
-        return self._memo[key].to(x.device).clone()
+__all__ = ["obtain_model", "eval_dataset", "evaluate_cell", "run_tables"]
 
 
 def eval_dataset(plan: Plan) -> Any:
@@ -94,7 +73,7 @@ def _preprocess_for(plan: Plan, name: str, suite: str, shared: dict[str, nn.Modu
         return None
     tag = f"smooth{level:g}"
     if tag not in shared:
-        shared[tag] = MemoizedPreprocess(ViRoLBI(sparsity=level))
+        shared[tag] = PerImageCache(ViRoLBI(sparsity=level), capacity=1 << 17)
     return shared[tag]
 
 
@@ -124,7 +103,7 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
     if (out / "results.json").is_file():
         return out / "results.json"
     pre = _preprocess_for(plan, name, suite, shared)
-    inner = pre.inner if isinstance(pre, MemoizedPreprocess) else pre
+    inner = pre.inner if isinstance(pre, PerImageCache) else pre
     if suite == "adversarial":
         pre = inner
     meta = {"model": name, "plan": str(plan.path.name), "procedure": procedure_key(plan.models[name]),
@@ -152,7 +131,7 @@ def square_cell(plan: Plan, name: str, model: nn.Module, data: Any, work: Path,
     if (out / "results.json").is_file():
         return out / "results.json"
     pre = _preprocess_for(plan, name, "adversarial", {})
-    pre = pre.inner if isinstance(pre, MemoizedPreprocess) else pre
+    pre = pre.inner if isinstance(pre, PerImageCache) else pre
     idx = balanced_subset(np.asarray(data.targets), cfg["images"], plan.eval_seed)
     correct = 0
     for start in range(0, len(idx), chunk):

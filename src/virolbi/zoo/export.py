@@ -44,6 +44,11 @@ def _rounded(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return out
 
 
+def _head_size(state: dict[str, torch.Tensor]) -> int:
+    """Outputs of the classifier: rows of the last 2-D weight of a state dict."""
+    return int([v for k, v in state.items() if k.endswith("weight") and v.ndim == 2][-1].shape[0])
+
+
 def model_from_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained model of a finished ``virolbi train`` run folder and its resolved config."""
     from virolbi.models import create_model
@@ -57,8 +62,7 @@ def model_from_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[st
     cfg = load_config(run / "config.yaml")
     m = cfg["model"]
     state = load_checkpoint(run / "model.pt")
-    head = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
-    num_classes = cfg["data"]["num_classes"] or int(head[-1].shape[0])
+    num_classes = cfg["data"]["num_classes"] or _head_size(state)
     net = create_model(m["name"], num_classes, width=m["width"], **(m["kwargs"] or {}))
     net.load_state_dict(state)
     return net.eval(), cfg
@@ -84,7 +88,7 @@ def export_run(run_dir: str | os.PathLike, name: str, *, val_data: Any = None,
     if val_data is None:
         val_data = load_dataset(d["name"], d["val_split"], data_dir=d["data_dir"])
     labels = np.asarray(val_data.targets)
-    num_classes = net(torch.zeros(1, 3, 32, 32)).shape[1]
+    num_classes = _head_size(net.state_dict())
     images = np.asarray(val_data.data)
     acc32 = accuracy(net, images, labels)
     acc16 = accuracy(_rounded(net, torch.float16), images, labels)
