@@ -17,6 +17,7 @@ import torch
 
 import virolbi
 from virolbi import InputError, ViRoLBI, image_path, smooth
+from virolbi.errors import UnreachedLevelWarning
 from virolbi.smoother import SmoothResult, average_over_components
 
 
@@ -295,13 +296,17 @@ def test_unreachable_target_is_a_warning_not_an_error():
     along which the image changes (60 of the 112 edges of this 8×8 image)."""
     x = _img(2, 1, 8, 8, seed=4)
     x[1, :, :, :4] = 0.5  # image 1: left half flat
-    y, info = smooth(x, 0.9, return_info=True)
+    with pytest.warns(UnreachedLevelWarning, match="did not reach sparsity level 0.9") as caught:
+        y, info = smooth(x, 0.9, return_info=True)
+    assert [r.image for r in caught[0].message.records] == [1]  # the warning carries the records
     flat_h, flat_v = 8 * 3, 7 * 4
     ceiling = 1 - (flat_h + flat_v) / 112
     assert info.reached.tolist() == [[True, False]]
     assert float(info.sparsity[0, 1]) <= ceiling + 1e-12
     assert len(info.warnings) == 1
-    assert info.warnings[0].startswith("image 1: sparsity 0.9 not reached")
+    rec = info.warnings[0]
+    assert (rec.image, rec.level, rec.sparsity) == (1, 0.9, float(info.sparsity[0, 1]))
+    assert str(rec).startswith("image 1: sparsity 0.9 not reached")
     # the flat half stays one flat piece of the output
     assert torch.unique(y[1, 0, :, :4]).numel() == 1
     assert y.shape == x.shape

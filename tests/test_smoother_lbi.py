@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from virolbi.errors import UnreachedLevelWarning
 from virolbi.smoother import lbi_path
 from virolbi.smoother.operators import hessian_norm
 
@@ -74,11 +75,13 @@ def test_explicit_solver_is_eq5(cifar_small, level):
 @pytest.mark.parametrize("solver", ["explicit", "dct", "imex"])
 def test_constant_image_is_returned_unchanged(solver):
     x = torch.full((2, 3, 5, 6), 0.37, dtype=torch.float64)
-    res = lbi_path(x, (0.6, 1.0), solver=solver)
+    with pytest.warns(UnreachedLevelWarning):
+        res = lbi_path(x, (0.6, 1.0), solver=solver)
     assert torch.equal(res.images[-1], x)
     assert torch.allclose(res.images[0], x, atol=1e-12)
     assert not res.reached[0].any() and len(res.warnings) == 2
-    assert "not reached" in res.warnings[0]
+    assert [(r.image, r.level, r.sparsity) for r in res.warnings] == [(0, 0.6, 0.0), (1, 0.6, 0.0)]
+    assert "not reached" in str(res.warnings[0])
 
 
 def test_piecewise_constant_image_keeps_its_edges():
@@ -93,8 +96,9 @@ def test_piecewise_constant_image_keeps_its_edges():
     assert 0.0 <= left[0, 0] < right[0, 0] <= 0.8
     assert out.mean() == pytest.approx(x.mean())  # u = A^-1(x + Dᵀγ/ν) preserves the mean
     assert int(res.n_components[0, 0]) == 2
-    higher = lbi_path(x, (0.5,))  # out of reach: stops once the 6 edges are in, with a warning
-    assert not higher.reached[0, 0] and "not reached" in higher.warnings[0]
+    with pytest.warns(UnreachedLevelWarning):  # out of reach: stops once the 6 edges are in
+        higher = lbi_path(x, (0.5,))
+    assert not higher.reached[0, 0] and higher.warnings[0].sparsity == pytest.approx(0.1)
     assert int(higher.n_components[0, 0]) == 2
 
 
@@ -172,17 +176,3 @@ def test_fast_solvers_agree_with_eq5_on_real_images(cifar_batch, solver):
     rms = (fast.images - ref.images).pow(2).mean((2, 3, 4)).sqrt()
     assert rms.median() < 0.01, rms
     assert fast.iterations.double().mean() * 8 < ref.iterations.double().mean()
-
-
-def test_fused_kernel_matches_the_tensor_path(cifar_batch, monkeypatch):
-    import virolbi.smoother.fused as fused
-
-    if not fused.available():
-        pytest.skip("numba not installed")
-    x = cifar_batch[:4].double()
-    a = lbi_path(x, (0.3, 0.7))
-    monkeypatch.setattr(fused, "available", lambda: False)
-    b = lbi_path(x, (0.3, 0.7))
-    assert torch.equal(a.iterations, b.iterations)
-    assert torch.equal(a.support(), b.support())
-    assert torch.allclose(a.images, b.images, atol=1e-9)

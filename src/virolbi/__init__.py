@@ -4,8 +4,8 @@ Reference implementation of Zhou et al., "Robust Network Learning via Inverse Sc
 Sparsification" (2024).
 """
 
-from virolbi.errors import InputError
+from virolbi.errors import InputError, UnreachedLevelWarning
 from virolbi.smoother import ViRoLBI, image_path, smooth
 
 __version__ = "0.1.0"
-__all__ = ["InputError", "ViRoLBI", "image_path", "smooth", "__version__"]
+__all__ = ["InputError", "UnreachedLevelWarning", "ViRoLBI", "image_path", "smooth", "__version__"]

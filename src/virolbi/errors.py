@@ -1,4 +1,4 @@
-"""The one exception type for bad user input.
+"""The exception type for bad user input, and the warning of levels a smoothing run could not reach.
 
 Every check at the public boundary raises :class:`InputError`. It subclasses :class:`ValueError`, so
 callers that catch ``ValueError`` keep working; the command line turns it into one line on stderr and
@@ -10,3 +10,38 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input: a wrong shape, a NaN, an impossible parameter, an unreadable file."""
+
+
+class UnreachedLevelWarning(UserWarning):
+    """Some images stopped before a requested sparsity level (flat regions, or ``max_iter``).
+
+    Raised once per smoothing call; ``records`` holds one :class:`UnreachedLevel` per (image, level),
+    the same objects as :attr:`virolbi.smoother.SmoothResult.warnings`."""
+
+    def __init__(self, records) -> None:
+        self.records = list(records)
+        levels = ", ".join(f"{lv:g}" for lv in sorted({r.level for r in self.records}))
+        # The text does not carry counts, so Python's default filter shows it once per place.
+        super().__init__(f"some images did not reach sparsity level {levels}: each was recorded "
+                         f"where it stopped (this warning's .records, SmoothResult.warnings)")
+
+
+class UnreachedLevel:
+    """One (image, level) an LBI run could not reach: where it stopped and why."""
+
+    __slots__ = ("image", "level", "sparsity", "iterations", "reason")
+
+    def __init__(self, image: int, level: float, sparsity: float, iterations: int, reason: str) -> None:
+        self.image, self.level, self.sparsity = image, level, sparsity
+        self.iterations, self.reason = iterations, reason
+
+    def message(self) -> str:
+        """The line without the image index."""
+        return (f"sparsity {self.level:g} not reached; stopped at {self.sparsity:.4f} after "
+                f"{self.iterations} iterations ({self.reason})")
+
+    def __str__(self) -> str:
+        return f"image {self.image}: {self.message()}"
+
+    def __repr__(self) -> str:
+        return f"UnreachedLevel({self})"

@@ -122,7 +122,7 @@ def image_path_step(output_dir: Path, report: DemoReport) -> None:
     """The image path of every photograph: ``path.png``, the smoothed images at the demo's
     sparsity, and a timing table (iterations per level, seconds, throughput)."""
     from virolbi import image_path
-    from virolbi.cli.smooth import progress
+    from virolbi.cli.smooth import progress, run_catching_unreached
     from virolbi.viz import plot_image_path, save_figure
 
     opts = report.options
@@ -135,7 +135,8 @@ def image_path_step(output_dir: Path, report: DemoReport) -> None:
         for name in names:
             im = report.images[name]
             t0 = time.perf_counter()
-            out, res = image_path(im.image[None], levels, return_info=True, **kw)
+            (out, res), unreached = run_catching_unreached(
+                lambda x: image_path(x, levels, return_info=True, **kw), im.image[None])
             seconds = time.perf_counter() - t0
             paths.append(out[:, 0])
             out_name = f"{name}_{level_tag(sparsity)}.png"
@@ -147,7 +148,7 @@ def image_path_step(output_dir: Path, report: DemoReport) -> None:
                          "iterations": iters,
                          "sparsity_reached": [round(float(v), 6) for v in res.sparsity[:, 0]],
                          "components": [int(v) for v in res.n_components[:, 0]],
-                         "warnings": [w.split(": ", 1)[-1] for w in res.warnings],
+                         "warnings": [r.message() for r in unreached],
                          "seconds": round(seconds, 6),
                          "kpixels_per_second": round(h * w / seconds / 1e3, 3),
                          "iterations_per_second": round(max(iters) / seconds, 1),

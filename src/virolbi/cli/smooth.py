@@ -19,9 +19,9 @@ This module also holds the helpers shared by ``virolbi path`` and ``virolbi demo
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 from virolbi.checks import check_image_batch, check_levels, check_positive, check_unit_interval
-from virolbi.errors import InputError
+from virolbi.errors import InputError, UnreachedLevelWarning
 
 COMMAND = "smooth"
 HELP = "smooth images with ViRoLBI at one sparsity level (writes <stem>_s<level>.png)"
 
-_WARNING = re.compile(r"^image (\d+): (.*)$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,17 +195,29 @@ def size_groups(images: list[LoadedImage], batch_size: int) -> list[list[int]]:
     return batches
 
 
-def split_warnings(warnings: list[str], names: list[str]) -> list[list[str]]:
-    """The library's ``"image i: ..."`` warnings of one batch, as one list per named image."""
-    out: list[list[str]] = [[] for _ in names]
-    for w in warnings:
-        m = _WARNING.match(w)
-        if m and int(m.group(1)) < len(names):
-            out[int(m.group(1))].append(m.group(2))
-        else:  # pragma: no cover - a warning not about one image
-            for lst in out:
-                lst.append(w)
+def split_warnings(records: list, count: int) -> list[list[str]]:
+    """The unreached levels of one batch (:class:`~virolbi.errors.UnreachedLevel` records, as carried
+    by the :class:`~virolbi.errors.UnreachedLevelWarning` the library raised), one list of lines per
+    image of the batch."""
+    out: list[list[str]] = [[] for _ in range(count)]
+    for rec in records:
+        out[rec.image].append(rec.message())
     return out
+
+
+def run_catching_unreached(fn, x):
+    """``fn(x)`` with the library's :class:`~virolbi.errors.UnreachedLevelWarning` caught (the command
+    reports it per image itself); returns ``(fn's result, the warning's records)``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreachedLevelWarning)
+        result = fn(x)
+    records = []
+    for w in caught:
+        if isinstance(w.message, UnreachedLevelWarning):
+            records.extend(w.message.records)
+        else:  # anything else goes on as it would have
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result, records
 
 
 def level_tag(level: float) -> str:
@@ -259,9 +270,9 @@ def smoothed_batches(images: list[LoadedImage], batch_size: int, desc: str, fn):
         for batch in size_groups(images, batch_size):
             x = torch.stack([images[i].image for i in batch])
             t0 = time.perf_counter()
-            out, info = fn(x)
+            (out, info), records = run_catching_unreached(fn, x)
             seconds = time.perf_counter() - t0
-            per_image = split_warnings(info.warnings, [str(images[i].path) for i in batch])
+            per_image = split_warnings(records, len(batch))
             yield batch, out, info, per_image, seconds
             bar.update(len(batch))
 

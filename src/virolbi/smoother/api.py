@@ -108,8 +108,12 @@ def smooth(x: Any, sparsity: float = 0.6, *, kappa: float = 5.0, nu: float = 1.0
     >>> out = smooth(img, sparsity=0.3)
     >>> out.shape, out.dtype
     ((3, 16, 16), dtype('uint8'))
-    >>> float(smooth(np.full((8, 8), 0.5))[0, 0])     # a constant image is returned unchanged
-    0.5
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:  # a flat image cannot reach 0.6:
+    ...     warnings.simplefilter("always")
+    ...     flat = smooth(np.full((8, 8), 0.5))                # returned unchanged, with a warning
+    >>> float(flat[0, 0]), caught[0].category.__name__, caught[0].message.records[0].sparsity
+    (0.5, 'UnreachedLevelWarning', 0.0)
     """
     sparsity = check_unit_interval(sparsity, "sparsity")
     res, meta = _run(x, (sparsity,), dict(kappa=kappa, nu=nu, group=group, solver=solver, step=step,

@@ -1,23 +1,37 @@
-r"""A fused CPU kernel (numba) for the edge half of the ``"imex"`` solver with grouped channels.
+r"""The whole ``"imex"`` path of one image in one compiled loop (numba), for grouped channels on CPU.
 
-One pass over the edges does, per edge ``e`` and image, what :mod:`virolbi.smoother.lbi` otherwise
-spells as a dozen tensor operations:
+The tensor driver (:mod:`virolbi.smoother.lbi`) spends most of its time in per-iteration overhead
+and memory traffic: every iteration is a dozen tensor operations over the batch. Here each image
+runs its whole path in a compiled loop whose state (a few tens of KB for a CIFAR image) stays in
+cache; images are independent, so a batch is split over threads that release the GIL.
+
+Per iteration, with :math:`A = I + D^\top D/\nu` (the paper's Eq. 3a, :math:`\nabla_u L = 0`):
 
 .. math::
+    u = u_0 + A^{-1} D^\top\gamma/\nu,\qquad
     w_e = z_e + \tfrac{\alpha}{\nu}(Du)_e,\qquad
     z_e \leftarrow w_e\,s(\|w_e\|),\qquad
     \gamma_e = \kappa\,(1 - 1/\|z_e\|)_+\,z_e,
 
 with :math:`s(m) = (m + c)/((1 + c)m)` for :math:`m > 1` and 1 otherwise (:math:`c = \alpha\kappa/\nu`,
-the closed-form implicit step of :func:`virolbi.smoother.prox.implicit_update`), accumulating
-:math:`D^\top\gamma` and the number of active edges. The result is the same arithmetic as the
-tensor path up to floating-point rounding (a test compares them); it only replaces memory traffic.
+the closed-form implicit step of :func:`virolbi.smoother.prox.implicit_update`). The solve with
+:math:`A` is exact: a DCT-II along the width diagonalises :math:`L_W`, and each width frequency
+:math:`\mu_j` leaves the tridiagonal system :math:`((\nu + \mu_j)I + L_H)\,v = \hat r_j`, solved by
+the Thomas algorithm with precomputed pivots (:func:`thomas_pivots`). That is half the matrix
+products of the 2-D DCT (:class:`~virolbi.smoother.operators.NeumannSolver`) for the same result.
+
+Levels are recorded as the tensor driver records them (same iterate, same support); a test compares
+the two paths on real images.
+
+Threads: numba's own thread pool is not used (``parallel=False``), so importing or running this module
+changes no numba configuration and leaves no spinning threads to starve torch's OpenMP pool; a batch
+is split into chunks run by ``threads`` Python threads (the compiled loop releases the GIL).
 """
 
 from __future__ import annotations
 
 import math
-import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,88 +41,244 @@ try:  # numba is a dependency, but keep the package importable without it
 except ImportError:  # pragma: no cover
     numba = None
 
-# numba's OpenMP layer spins its threads after each call and starves torch's own OpenMP pool
-# (conv layers ~30x slower afterwards on 2 cores); the workqueue layer does not spin. It must be
-# chosen before numba starts any thread pool, hence at import (a user's NUMBA_THREADING_LAYER wins).
-if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-__all__ = ["available", "imex_edge_step"]
+__all__ = ["available", "imex_path", "thomas_pivots", "width_transform"]
 
 
 def available() -> bool:
-    """Whether the fused kernel can run (numba importable)."""
+    """Whether the fused path can run (numba importable)."""
     return numba is not None
 
 
-def _kernel(u, zh, zv, dtg, flat_h, flat_v, a, c, kappa, counts, nonflat):  # pragma: no cover
-    n, nc, h, w = u.shape
-    for b in numba.prange(n):
-        cnt = 0
-        cnf = 0
-        for ch in range(nc):
-            for i in range(h):
-                for j in range(w):
-                    dtg[b, ch, i, j] = 0.0
-        for i in range(h):
-            for j in range(w - 1):
-                m2 = 0.0
-                for ch in range(nc):
-                    val = zh[b, ch, i, j] + a * (u[b, ch, i, j + 1] - u[b, ch, i, j])
-                    zh[b, ch, i, j] = val
-                    m2 += val * val
-                m = math.sqrt(m2)
-                if m > 1.0:
-                    s = (m + c) / ((1.0 + c) * m)
-                    g = kappa * (1.0 - (1.0 + c) / (m + c))
-                    cnt += 1
-                    if not flat_h[b, i, j]:
-                        cnf += 1
-                    for ch in range(nc):
-                        znew = zh[b, ch, i, j] * s
-                        zh[b, ch, i, j] = znew
-                        gam = g * znew
-                        dtg[b, ch, i, j + 1] += gam
-                        dtg[b, ch, i, j] -= gam
-        for i in range(h - 1):
-            for j in range(w):
-                m2 = 0.0
-                for ch in range(nc):
-                    val = zv[b, ch, i, j] + a * (u[b, ch, i + 1, j] - u[b, ch, i, j])
-                    zv[b, ch, i, j] = val
-                    m2 += val * val
-                m = math.sqrt(m2)
-                if m > 1.0:
-                    s = (m + c) / ((1.0 + c) * m)
-                    g = kappa * (1.0 - (1.0 + c) / (m + c))
-                    cnt += 1
-                    if not flat_v[b, i, j]:
-                        cnf += 1
-                    for ch in range(nc):
-                        znew = zv[b, ch, i, j] * s
-                        zv[b, ch, i, j] = znew
-                        gam = g * znew
-                        dtg[b, ch, i + 1, j] += gam
-                        dtg[b, ch, i, j] -= gam
-        counts[b] = cnt
-        nonflat[b] = cnf
+def thomas_pivots(height: int, width_eigenvalues: np.ndarray, nu: float) -> np.ndarray:
+    r"""Inverse pivots ``m[i, j]`` of the Thomas algorithm for :math:`((\nu+\mu_j)I + L_H)v = r`,
+    :math:`L_H` the 1-D Neumann Laplacian on ``height`` nodes (diagonal 1, 2, …, 2, 1; off-diagonal
+    −1). With them, forward :math:`y_i = (r_i + y_{i-1})\,m_i` and back :math:`v_i = y_i + m_i v_{i+1}`.
+    Computed in float64."""
+    mu = np.asarray(width_eigenvalues, dtype=np.float64)
+    deg = np.full(height, 2.0)
+    deg[0] = deg[-1] = 1.0
+    if height == 1:
+        deg[0] = 0.0
+    m = np.empty((height, mu.size))
+    m[0] = 1.0 / (nu + mu + deg[0])
+    for i in range(1, height):
+        m[i] = 1.0 / (nu + mu + deg[i] - m[i - 1])
+    return m
 
 
-_compiled = None
+def width_transform(height: int, width: int, nu: float, dtype) -> tuple[np.ndarray, ...]:
+    r"""Matrices and pivots of the exact solve with :math:`A = I + D^\top D/\nu` (see :func:`_solve`).
+
+    The orthonormal DCT-II along the width is folded by its symmetry: even frequencies see
+    ``r[j] + r[w-1-j]`` (and the centre column of an odd width), odd frequencies see
+    ``r[j] - r[w-1-j]``, which halves the products. Returns ``(ce_t, co_t, ce, co, piv_e, piv_o)``:
+    forward and inverse matrices of the even and odd frequencies and the Thomas pivots of each
+    frequency (:func:`thomas_pivots`, ν folded in)."""
+    k, j = np.arange(width)[:, None], np.arange(width)[None, :]
+    cw = np.cos(np.pi * (j + 0.5) * k / width) * np.sqrt(2.0 / width)  # row k: k-th DCT-II vector
+    cw[0] /= np.sqrt(2.0)
+    lam = 4.0 * np.sin(np.pi * np.arange(width) / (2 * width)) ** 2  # Neumann Laplacian eigenvalues
+    n_even, n_odd = (width + 1) // 2, width // 2
+    ce = cw[0::2, :n_even]  # (n_even, n_even): the left half (and centre) of each even vector
+    co = cw[1::2, :n_odd]
+    piv = thomas_pivots(height, lam, nu)
+    mats = (ce.T, co.T, ce, co, piv[:, 0::2], piv[:, 1::2])
+    return tuple(np.ascontiguousarray(m, dtype=dtype) for m in mats)
 
 
-def imex_edge_step(u: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, dtg: torch.Tensor,
-                   flat_h: torch.Tensor, flat_v: torch.Tensor, a: float, c: float,
-                   kappa: float) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""One fused IMEX edge step on contiguous CPU tensors; updates ``zh``, ``zv`` and ``dtg``
-    (:math:`D^\top\gamma`) in place and returns (active edges, active edges where ``x`` is not flat)
-    per image. ``a = α/ν``; ``flat_h``/``flat_v`` are ``bool`` ``(n, H, W-1)``/``(n, H-1, W)``."""
-    global _compiled
-    if _compiled is None:
-        _compiled = numba.njit(parallel=True, fastmath=False, cache=True)(_kernel)
-    n = u.shape[0]
-    counts = np.zeros(n, dtype=np.int64)
-    nonflat = np.zeros(n, dtype=np.int64)
-    _compiled(u.numpy(), zh.numpy(), zv.numpy(), dtg.numpy(), flat_h.numpy(), flat_v.numpy(),
-              float(a), float(c), float(kappa), counts, nonflat)
-    return torch.from_numpy(counts), torch.from_numpy(nonflat)
+def _thomas(spec, piv, nc, h):  # pragma: no cover - compiled
+    """Solve the tridiagonal systems of every channel's rows ``spec[ch*h:(ch+1)*h]`` in place, all
+    width frequencies (columns) at once: forward sweep, then back substitution."""
+    n = spec.shape[1]
+    for ch in range(nc):
+        o = ch * h
+        for p in range(n):
+            spec[o, p] *= piv[0, p]
+        for i in range(1, h):
+            for p in range(n):
+                spec[o + i, p] = (spec[o + i, p] + spec[o + i - 1, p]) * piv[i, p]
+        for i in range(h - 2, -1, -1):
+            for p in range(n):
+                spec[o + i, p] += piv[i, p] * spec[o + i + 1, p]
+
+
+def _solve(dtg, u0, ce_t, co_t, ce, co, piv_e, piv_o, u):  # pragma: no cover - compiled
+    r"""``u = u0 + A⁻¹ dtg / ν`` for one image ``(C, H, W)``: folded DCT-II along the width (two
+    matrix products), Thomas along the height per width frequency, inverse DCT (:func:`width_transform`).
+    Exact; the products go to BLAS."""
+    nc, h, w = dtg.shape
+    n_even, n_odd = ce.shape[0], co.shape[0]
+    r = dtg.reshape(nc * h, w)
+    sums = np.empty((nc * h, n_even), dtype=dtg.dtype)
+    diffs = np.empty((nc * h, n_odd), dtype=dtg.dtype)
+    for i in range(nc * h):
+        for j in range(n_odd):
+            sums[i, j] = r[i, j] + r[i, w - 1 - j]
+            diffs[i, j] = r[i, j] - r[i, w - 1 - j]
+        if n_even > n_odd:
+            sums[i, n_odd] = r[i, n_odd]
+    even, odd = np.dot(sums, ce_t), np.dot(diffs, co_t)
+    _thomas(even, piv_e, nc, h)
+    _thomas(odd, piv_o, nc, h)
+    left_e, left_o = np.dot(even, ce), np.dot(odd, co)
+    base, out = u0.reshape(nc * h, w), u.reshape(nc * h, w)
+    for i in range(nc * h):
+        for j in range(n_odd):
+            out[i, j] = base[i, j] + left_e[i, j] + left_o[i, j]
+            out[i, w - 1 - j] = base[i, w - 1 - j] + left_e[i, j] - left_o[i, j]
+        if n_even > n_odd:
+            out[i, n_odd] = base[i, n_odd] + left_e[i, n_odd]
+
+
+def _edge_pass(u, z, act, flat, valid, gam, shift, consts, scratch):  # pragma: no cover - compiled
+    r"""IMEX update of one direction's edges of one image, in place.
+
+    Arrays are flat over the pixel grid (``n = H*W``): the edge ``q -> q + shift`` (``shift`` 1 for
+    horizontal, ``W`` for vertical edges) is stored at ``q``; ``valid`` is 0 where no edge starts
+    (last column or last row), so ``z`` stays 0 there. Writes :math:`\gamma` to ``gam`` and the
+    support to ``act``; returns (active edges, active edges where ``x`` is not flat).
+    ``consts = (α/ν, c, κ, 1, 0)`` in the image dtype. Every loop but the counting one vectorises."""
+    a, c, kappa, one, zero = consts[0], consts[1], consts[2], consts[3], consts[4]
+    nc, n = z.shape
+    mag, scale, gain = scratch[0], scratch[1], scratch[2]
+    mag[:] = zero
+    for ch in range(nc):  # w = z + (α/ν) Du
+        zc, uc = z[ch], u[ch]
+        for q in range(n - shift):
+            v = zc[q] + a * valid[q] * (uc[q + shift] - uc[q])
+            zc[q] = v
+            mag[q] += v * v
+    cnt = 0
+    cnf = 0
+    for q in range(n):
+        mag[q] = np.sqrt(mag[q])
+        on = mag[q] > one
+        act[q] = on
+        cnt += on
+        cnf += on * (1 - flat[q])
+    for q in range(n):  # branch-free: at |w| <= 1, mm = 1 gives scale 1 and gain 0 exactly
+        mm = max(mag[q], one)
+        scale[q] = (mm + c) / ((one + c) * mm)
+        gain[q] = kappa * (one - (one + c) / (mm + c))
+    for ch in range(nc):  # z = w s(|w|), γ = κ (1 - 1/|z|)+ z
+        zc, gc = z[ch], gam[ch]
+        for q in range(n):
+            zc[q] *= scale[q]
+            gc[q] = gain[q] * zc[q]
+    return cnt, cnf
+
+
+def _adjoint(gh, gv, width, dtg):  # pragma: no cover - compiled
+    r""":math:`D^\top\gamma` from the flat edge arrays of :func:`_edge_pass` (zero where no edge)."""
+    nc, n = gh.shape
+    for ch in range(nc):
+        d, hc, vc = dtg[ch], gh[ch], gv[ch]
+        for q in range(n):
+            d[q] = -hc[q] - vc[q]
+        for q in range(1, n):
+            d[q] += hc[q - 1]
+        for q in range(width, n):
+            d[q] += vc[q - width]
+
+
+def _record(li, b, reached_it, u, act_h, act_v, k, sp, out):  # pragma: no cover - compiled
+    out_u, out_ah, out_av, out_it, out_sp, reached = out[:6]
+    h, w = u.shape[1:]
+    out_u[li, b] = u
+    out_ah[li, b, 0] = act_h.reshape(h, w)[:, : w - 1]
+    out_av[li, b, 0] = act_v.reshape(h, w)[: h - 1, :]
+    out_it[li, b] = k
+    out_sp[li, b] = sp
+    reached[li, b] = reached_it
+
+
+def _path_chunk(lo, hi, u0, zh, zv, k0, flat_h, flat_v, nonflat, valid_h, valid_v, solver,
+                levels, max_iter, consts, out):  # pragma: no cover - compiled
+    """Run images ``lo..hi-1`` to their last level (or until stuck) and record every level."""
+    nc, h, w = u0.shape[1:]
+    n, nl = h * w, levels.shape[0]
+    n_edges = h * (w - 1) + (h - 1) * w
+    scratch = np.empty((3, n), dtype=u0.dtype)
+    gh, gv = np.zeros((nc, n), dtype=u0.dtype), np.zeros((nc, n), dtype=u0.dtype)
+    for b in range(lo, hi):
+        u, dtg = u0[b].copy(), np.zeros_like(u0[b])
+        uf, zhf, zvf = u.reshape(nc, n), zh[b].reshape(nc, n), zv[b].reshape(nc, n)
+        act_h, act_v = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
+        cnt, cnf, nxt, k = 0, 0, 0, k0[b]
+        while True:
+            if cnt > 0:  # u = u0 + A^-1 D^T γ / ν (Eq. 3a)
+                _solve(dtg, u0[b], *solver, u)
+            else:
+                u[:] = u0[b]
+            sp = cnt / n_edges
+            while nxt < nl and sp >= levels[nxt]:
+                _record(nxt, b, True, u, act_h, act_v, k, sp, out)
+                nxt += 1
+            if nxt >= nl or cnf >= nonflat[b] or k >= max_iter:
+                for li in range(nxt, nl):  # unreachable: recorded at the stopping iterate
+                    _record(li, b, False, u, act_h, act_v, k, sp, out)
+                out[6][b] = k
+                break
+            c1, f1 = _edge_pass(uf, zhf, act_h, flat_h[b].reshape(n), valid_h, gh, 1, consts, scratch)
+            c2, f2 = _edge_pass(uf, zvf, act_v, flat_v[b].reshape(n), valid_v, gv, w, consts, scratch)
+            _adjoint(gh, gv, w, dtg.reshape(nc, n))
+            cnt, cnf, k = c1 + c2, f1 + f2, k + 1
+
+
+if numba is not None:
+    _jit = numba.njit(nogil=True, cache=True)
+    _thomas, _solve, _edge_pass, _adjoint = _jit(_thomas), _jit(_solve), _jit(_edge_pass), _jit(_adjoint)
+    _record, _path_chunk = _jit(_record), _jit(_path_chunk)
+
+
+def _chunks(n: int, threads: int) -> list[tuple[int, int]]:
+    """Image ranges small enough that threads stay busy when images need different iteration counts."""
+    size = max(1, min(16, math.ceil(n / (4 * threads))))
+    return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
+
+
+def _padded(t: torch.Tensor, h: int, w: int, fill) -> np.ndarray:
+    """A horizontal ``(..., H, W-1)`` or vertical ``(..., H-1, W)`` edge array on the ``(..., H, W)`` grid."""
+    out = np.full(t.shape[:-2] + (h, w), fill, dtype=t.numpy().dtype)
+    out[..., : t.shape[-2], : t.shape[-1]] = t.numpy()
+    return out
+
+
+def imex_path(u0: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, k0: torch.Tensor,
+              flat_h: torch.Tensor, flat_v: torch.Tensor, nonflat: torch.Tensor, levels, *,
+              nu: float, step: float, kappa: float, max_iter: int,
+              threads: int | None = None) -> dict[str, torch.Tensor]:
+    r"""Run the ``"imex"`` path of every image from the state after the initial jump.
+
+    ``u0 = A⁻¹x`` ``(B, C, H, W)``; ``zh``/``zv`` the edge variables ``(B, C, H, W-1)``/``(B, C, H-1, W)``
+    and ``k0`` the iteration count after the jump; ``flat_h``/``flat_v`` ``(B, H, W-1)``/``(B, H-1, W)``
+    mark edges along which ``x`` is constant and ``nonflat`` counts the others; ``levels`` increasing,
+    all < 1. ``threads`` defaults to ``torch.get_num_threads()``. Returns the recorder's tensors:
+    ``u (L, B, C, H, W)``, ``support_h``/``support_v`` ``(L, B, 1, ...)``, ``iterations``, ``sparsity``,
+    ``reached`` ``(L, B)`` and ``final_iteration`` ``(B,)``.
+    """
+    b, nc, h, w = u0.shape
+    dt = u0.numpy().dtype
+    nl = len(levels)
+    out = {"u": np.zeros((nl, b, nc, h, w), dtype=dt),
+           "support_h": np.zeros((nl, b, 1, h, w - 1), dtype=np.bool_),
+           "support_v": np.zeros((nl, b, 1, h - 1, w), dtype=np.bool_),
+           "iterations": np.zeros((nl, b), dtype=np.int64),
+           "sparsity": np.zeros((nl, b), dtype=np.float64),
+           "reached": np.zeros((nl, b), dtype=np.bool_),
+           "final_iteration": np.zeros(b, dtype=np.int64)}
+    valid_h, valid_v = np.ones((h, w), dtype=dt), np.ones((h, w), dtype=dt)
+    valid_h[:, -1] = 0.0
+    valid_v[-1, :] = 0.0
+    args = (np.ascontiguousarray(u0.numpy()), _padded(zh, h, w, 0.0), _padded(zv, h, w, 0.0),
+            k0.numpy().astype(np.int64), _padded(flat_h, h, w, True), _padded(flat_v, h, w, True),
+            nonflat.numpy().astype(np.int64), valid_h.reshape(-1), valid_v.reshape(-1),
+            width_transform(h, w, nu, dt), np.asarray(levels, dtype=np.float64), int(max_iter),
+            np.array([step / nu, step * kappa / nu, kappa, 1.0, 0.0], dtype=dt), tuple(out.values()))
+    threads = max(1, min(threads or torch.get_num_threads(), b))
+    if threads == 1:
+        _path_chunk(0, b, *args)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda r: _path_chunk(r[0], r[1], *args), _chunks(b, threads)))
+    return {key: torch.from_numpy(v) for key, v in out.items()}

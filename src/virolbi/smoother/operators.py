@@ -86,8 +86,8 @@ def _dct_matrix_cached(n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
 
 def dct_matrix(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
     """The orthonormal DCT-II matrix ``C`` (``C @ C.T == I``); row ``k`` is the ``k``-th eigenvector
-    of the 1-D Neumann Laplacian."""
-    return _dct_matrix_cached(n, dtype, str(torch.device(device or "cpu")))
+    of the 1-D Neumann Laplacian. A fresh tensor each call (the cached one is never handed out)."""
+    return _dct_matrix_cached(n, dtype, str(torch.device(device or "cpu"))).clone()
 
 
 class NeumannSolver:

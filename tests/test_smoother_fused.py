@@ -1,0 +1,108 @@
+"""The compiled ``"imex"`` path (virolbi.smoother.fused) against the tensor path and the DCT solver,
+on real images; threads and global configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import virolbi.smoother.fused as fused
+from virolbi.smoother import lbi_path
+from virolbi.smoother.operators import NeumannSolver, dct_matrix
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason="numba not installed")
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 7, 9), (1, 10, 6), (3, 2, 5)])
+@pytest.mark.parametrize("nu", [1.0, 0.5])
+def test_compiled_solve_equals_the_dct_solver(shape, nu):
+    """Folded DCT along the width + Thomas along the height solve (I + DᵀD/ν)u = x + r/ν exactly:
+    the same as the 2-D DCT solver (an independent construction) for even and odd sizes."""
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(shape, generator=g, dtype=torch.float64)
+    u0 = torch.rand(shape, generator=g, dtype=torch.float64)
+    c, h, w = shape
+    u = np.empty(shape)
+    fused._solve(r.numpy(), u0.numpy(), *fused.width_transform(h, w, nu, np.float64), u)
+    expected = u0 + NeumannSolver(h, w, nu, dtype=torch.float64)(r) / nu
+    assert np.allclose(u, expected.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-9), (torch.float32, 2e-5)])
+def test_compiled_path_matches_the_tensor_path(cifar_batch, monkeypatch, dtype, atol):
+    x = cifar_batch[:6].to(dtype)
+    a = lbi_path(x, (0.3, 0.6, 0.8))
+    monkeypatch.setattr(fused, "available", lambda: False)
+    b = lbi_path(x, (0.3, 0.6, 0.8))
+    agree = (a.support() == b.support()).double().mean()
+    if dtype == torch.float64:
+        assert torch.equal(a.iterations, b.iterations) and torch.equal(a.support(), b.support())
+    else:  # float32 rounding may move a crossing by an iteration on a rare image
+        assert (a.iterations - b.iterations).abs().max() <= 1 and agree > 0.999
+    assert torch.allclose(a.images, b.images, atol=atol if agree == 1 else 0.05)
+
+
+def test_odd_sized_gray_crop_matches_the_tensor_path(cifar_batch, monkeypatch):
+    x = cifar_batch[:3, :1, 3:20, 5:26].double()  # 17 x 21, one channel
+    a = lbi_path(x, (0.4, 0.7))
+    monkeypatch.setattr(fused, "available", lambda: False)
+    b = lbi_path(x, (0.4, 0.7))
+    assert torch.equal(a.iterations, b.iterations) and torch.equal(a.support(), b.support())
+    assert torch.allclose(a.images, b.images, atol=1e-9)
+
+
+def test_a_batch_equals_its_images_one_by_one(cifar_batch):
+    x = cifar_batch[:8]
+    together = lbi_path(x, (0.5, 0.8))
+    for i in range(len(x)):
+        alone = lbi_path(x[i:i + 1], (0.5, 0.8))
+        assert torch.equal(alone.images[:, 0], together.images[:, i])
+        assert torch.equal(alone.iterations[:, 0], together.iterations[:, i])
+
+
+def test_thread_count_does_not_change_the_result(cifar_batch):
+    x = cifar_batch[:9]
+    st_kw = dict(levels=(0.6,))
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lbi_path(x, **st_kw)
+        torch.set_num_threads(3)
+        three = lbi_path(x, **st_kw)
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert torch.equal(one.images, three.images)
+
+
+def test_dct_matrix_hands_out_a_fresh_tensor():
+    a = dct_matrix(8)
+    a.zero_()
+    assert dct_matrix(8).abs().sum() > 0
+
+
+_IMPORT_CHECK = """
+import numba, torch
+before = numba.config.THREADING_LAYER
+import virolbi
+virolbi.smooth(torch.rand(4, 3, 16, 16), 0.6)
+assert numba.config.THREADING_LAYER == before, (before, numba.config.THREADING_LAYER)
+try:
+    layer = numba.threading_layer()
+except ValueError:
+    layer = None
+assert layer is None, layer
+print("ok")
+"""
+
+
+def test_smoothing_leaves_numba_configuration_and_thread_pool_alone():
+    """Importing virolbi and smoothing change no numba setting and start no numba thread pool, whose
+    spinning threads starve torch's OpenMP pool (convolutions ~30x slower on 2 cores): the compiled
+    loop is serial, and images are spread over GIL-free Python threads instead."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_CHECK], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
