@@ -16,6 +16,11 @@ b. The paper's Table 7 setting: one 84x84 grayscale image, 15 000 Eq. 5 iteratio
 c. Peak memory per image: one fresh subprocess per method; resident-set growth (``getrusage``
    maxrss after minus before the call, divided by the batch size) for everything, plus
    ``tracemalloc`` peaks for the NumPy-only methods.
+d. Batch size: ``smooth`` at 0.6 in batches of 1, 16 and 256 on the same images, each paired with
+   chambolle on the same images (interleaved).
+e. Under load: ``smooth`` (batch 256, default threads) and chambolle quiet, then with another
+   process keeping one core busy (a Python busy loop), side by side; the fraction of the quiet
+   throughput each keeps.
 
 Usage::
 
@@ -235,6 +240,54 @@ def section_c(args) -> dict:
     return out
 
 
+def _smooth_vs_chambolle(x, batch: int, repeats: int = 1) -> dict:
+    """Images/s of ``smooth`` at 0.6 in batches of ``batch`` and of chambolle on the same images."""
+    methods, _ = _methods()
+    smooth, chamb = methods["virolbi smooth 0.6, imex (default)"], methods[CHAMB]
+
+    def batched():
+        for i in range(0, len(x), batch):
+            smooth(x[i:i + batch].contiguous())
+
+    res = common.interleaved({"smooth": batched, "chambolle": lambda: chamb(x)}, repeats)
+    rate = {k: len(x) / v["median"] for k, v in res.items()}
+    return {"images": int(len(x)), "batch": batch, "smooth_images_per_s": rate["smooth"],
+            "chambolle_images_per_s": rate["chambolle"],
+            "ratio_vs_chambolle": rate["smooth"] / rate["chambolle"], "timings": res}
+
+
+def section_d(args) -> dict:
+    import torch
+
+    imgs = _images(args.n_batch)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().float() / 255.0
+    rows = {}
+    for batch in (1, 16, 256):
+        xs = x[: min(len(x), 64)] if batch == 1 else x
+        rows[str(batch)] = _smooth_vs_chambolle(xs, batch, args.repeats_batch)
+        print(f"  batch {batch}: {rows[str(batch)]['smooth_images_per_s']:.0f} images/s", flush=True)
+    per16 = rows["256"]["smooth_images_per_s"] / rows["16"]["smooth_images_per_s"]
+    return {"rows": rows, "batch256_over_batch16": per16}
+
+
+def section_e(args) -> dict:
+    import torch
+
+    imgs = _images(args.n_batch)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().float() / 255.0
+    quiet = _smooth_vs_chambolle(x, 256, args.repeats_batch)
+    load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)
+        loaded = _smooth_vs_chambolle(x, 256, args.repeats_batch)
+    finally:
+        load.kill()
+        load.wait()
+    keep = {k: loaded[f"{k}_images_per_s"] / quiet[f"{k}_images_per_s"] for k in ("smooth", "chambolle")}
+    return {"quiet": quiet, "loaded": loaded, "kept_fraction": keep,
+            "load": "one Python busy-loop process (one core busy)"}
+
+
 def render(results: dict) -> str:
     md = ["# ViRoLBI smoother benchmark", ""]
     m = results["machine"]
@@ -308,13 +361,33 @@ def render(results: dict) -> str:
                                          "per image (MiB)", "tracemalloc peak, one image (MiB)"],
                                         rows))
         md.append("")
+    if "d" in results:
+        d = results["d"]
+        md += ["## (d) Batch size: `smooth` at 0.6 against chambolle on the same images", ""]
+        rows = [[b, r["images"], round(r["smooth_images_per_s"], 1),
+                 round(r["chambolle_images_per_s"], 1), f"{r['ratio_vs_chambolle']:.2f}×"]
+                for b, r in d["rows"].items()]
+        md.append(common.markdown_table(["batch", "images", "smooth images/s", "chambolle images/s",
+                                         "ratio"], rows))
+        md += ["", f"Per image, a batch of 256 is {d['batch256_over_batch16']:.2f}× as fast as a "
+               "batch of 16.", ""]
+    if "e" in results:
+        e = results["e"]
+        md += ["## (e) Under load: " + e["load"], ""]
+        rows = [[k, round(e["quiet"][f"{k}_images_per_s"], 1), round(e["loaded"][f"{k}_images_per_s"], 1),
+                 f"{100 * e['kept_fraction'][k]:.0f} %"] for k in ("smooth", "chambolle")]
+        md.append(common.markdown_table(["method", "quiet images/s", "loaded images/s",
+                                         "kept"], rows))
+        md.append("")
     return "\n".join(md)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (< 1 minute)")
-    p.add_argument("--sections", default="abc", help="any of a, b, c (default abc)")
+    p.add_argument("--sections", default="abcde", help="any of a, b, c, d, e (default all)")
+    p.add_argument("--n-batch", type=int, default=256, help="images for (d) and (e)")
+    p.add_argument("--repeats-batch", type=int, default=2, help="repeats in (d) and (e)")
     p.add_argument("--n", type=int, default=1000, help="images for (a): first n/10 per class")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--explicit-n", type=int, default=100, help="subset for the Eq. 5 solver")
@@ -341,11 +414,12 @@ def main(argv=None) -> int:
         args.n, args.batch_size, args.explicit_n, args.reference_n = 10, 10, 2, 1
         args.repeats, args.table7_size, args.table7_iterations = 1, 16, 500
         args.time_limit_lsqr = args.time_limit_pinv = 1.0
+        args.n_batch, args.repeats_batch = 20, 1
     _setup_threads()
     name = args.name or ("smoother-quick" if args.quick else "smoother")
     results = {}
     previous = args.out / f"{name}.json"
-    if set(args.sections) != set("abc") and previous.exists():  # re-run of some sections
+    if set(args.sections) != set("abcde") and previous.exists():  # re-run of some sections
         from virolbi.io import load_json
         results = load_json(previous)
         results.setdefault("partial_reruns", []).append(
@@ -355,7 +429,8 @@ def main(argv=None) -> int:
         results["machine"] = common.metadata()
         results["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     t0 = time.perf_counter()
-    for sec, fn in (("a", section_a), ("b", section_b), ("c", section_c)):
+    for sec, fn in (("a", section_a), ("b", section_b), ("c", section_c), ("d", section_d),
+                    ("e", section_e)):
         if sec in args.sections:
             print(f"section ({sec}) ...", flush=True)
             results[sec] = fn(args)

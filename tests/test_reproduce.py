@@ -113,6 +113,27 @@ def test_tiny_adversarial_table_with_conventions_and_square(tiny_plan):
              and c["row"] == "PGD 8/255 (pixel)"}
     assert paper["classifier"] == 37.95 and paper["preprocess_after"] == 49.45
     assert "Square on f(P(x))" in (out / "table2.md").read_text()
+    # an interrupted run: without one model's normalized cell the table names the models it used
+    import shutil
+    partial = root / "work2_partial"
+    shutil.copytree(work, partial)
+    shutil.rmtree(partial / "eval" / "adversarial-normalized" / "t_vanilla")
+    files_before = sorted(p for p in partial.rglob("*") if p.is_file())
+    run_tables(plan, ["table2"], partial, root / "tables_partial", progress=False, write_only=True)
+    assert sorted(p for p in partial.rglob("*") if p.is_file()) == files_before  # computed nothing
+    cells = json.loads((root / "tables_partial" / "table2.json").read_text())["cells"]
+    normalized = {c["procedure"] for c in cells if c["convention"] == "normalized"}
+    assert normalized == {"fixed"}
+
+
+def test_steps_run_the_first_convention_then_square_then_the_rest(tiny_plan):
+    from virolbi.reproduce.runner import _steps
+
+    _, plan = tiny_plan
+    assert _steps(plan, ["table2"]) == [
+        ("table2", "t_vanilla", "pixel"), ("table2", "t_fixed", "pixel"),
+        ("table2", "t_fixed", "square"),
+        ("table2", "t_vanilla", "normalized"), ("table2", "t_fixed", "normalized")]
 
 
 def test_reproduce_errors(tiny_plan, tmp_path):
@@ -123,6 +144,10 @@ def test_reproduce_errors(tiny_plan, tmp_path):
         run_tables(plan, ["table1"], tmp_path, tmp_path, pretrained=True, progress=False)
     with pytest.raises(InputError, match="not found"):
         load_plan(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan.path.read_text().replace("suite: clean,", "suite: clean, eval_images: 3,"))
+    with pytest.raises(InputError, match="table5.eval_images must be an integer >= 10, got 3"):
+        load_plan(bad)
 
 
 def test_wilson_interval_against_reference_values():
@@ -142,6 +167,7 @@ def test_shipped_plan_parses():
     plan = load_plan(ROOT / "configs/reproduce/cifar10_fast.yaml")
     assert set(plan.tables) >= {"table1", "table3", "table4", "table5"}
     assert plan.eval_images >= 2000
+    assert plan.images_of("table1") == plan.eval_images and plan.images_of("table2") == 1000
     seeds = [m for m in plan.models if m.startswith(("fast_cifar10_vanilla", "fast_cifar10_fixed_",
                                                       "fast_cifar10_iterative"))]
     assert len(seeds) == 6                           # two seeds each

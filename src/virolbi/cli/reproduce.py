@@ -18,7 +18,7 @@ DEFAULT_PLAN = "configs/reproduce/cifar10_fast.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="table1, table3, table4, table5 (those in the plan), or all")
+    parser.add_argument("table", help="table1 ... table5 (those in the plan), or all")
     parser.add_argument("--plan", default=DEFAULT_PLAN, help="the reproduction plan (YAML)")
     parser.add_argument("--pretrained", action="store_true",
                         help="use the shipped weights (virolbi weights list) instead of training")
@@ -27,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default=None,
                         help="where <table>.md/.json/.png go (default: <work-dir>/tables)")
     parser.add_argument("--eval-images", type=int, default=None,
-                        help="override the plan's number of evaluation images (stratified)")
+                        help="override the plan's numbers of evaluation images (stratified), "
+                             "every table's included")
+    parser.add_argument("--write-only", action="store_true",
+                        help="compute nothing: write the tables from the evaluations already in "
+                             "--work-dir (models not evaluated yet are left out, and named)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_images is not None:
         if args.eval_images < 10:
             raise InputError(f"--eval-images must be at least 10, got {args.eval_images}")
-        plan = dataclasses.replace(plan, eval_images=args.eval_images)
+        plan = dataclasses.replace(plan, eval_images=args.eval_images, tables={
+            k: dataclasses.replace(t, eval_images=None) for k, t in plan.tables.items()})
     tables = list(plan.tables) if args.table == "all" else [args.table]
     work = Path(args.work_dir)
     out = Path(args.output_dir) if args.output_dir else work / "tables"
-    paths = run_tables(plan, tables, work, out, pretrained=args.pretrained)
+    paths = run_tables(plan, tables, work, out, pretrained=args.pretrained,
+                       write_only=args.write_only)
     for table, path in paths.items():
         print(f"{table}: {path}")
     return 0

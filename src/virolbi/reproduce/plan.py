@@ -49,6 +49,7 @@ class TableSpec:
     models: tuple[str, ...]
     conventions: tuple[str, ...] = ()
     square_models: tuple[str, ...] = ()
+    eval_images: int | None = None  # overrides the plan's number (e.g. the costly Table 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,10 @@ class Plan:
     tables: dict[str, TableSpec]
     square: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(SQUARE_DEFAULTS))
     pgd_steps: int = 20
+
+    def images_of(self, table: str) -> int:
+        """The number of evaluation images of ``table`` (its own, else the plan's)."""
+        return self.tables[table].eval_images or self.eval_images
 
     def models_of(self, tables: list[str]) -> list[str]:
         """The models the given tables need, in plan order, each once."""
@@ -123,8 +128,11 @@ def load_plan(path: str | os.PathLike) -> Plan:
         unknown = [m for m in square if m not in models]
         if unknown:
             raise InputError(f"{path}: {name}.square_models names unknown models {unknown}")
+        n_img = t.get("eval_images")
+        if n_img is not None and (not isinstance(n_img, int) or n_img < 10):
+            raise InputError(f"{path}: {name}.eval_images must be an integer >= 10, got {n_img!r}")
         tables[name] = TableSpec(name, t.get("title", name), t["suite"], tuple(t["models"]),
-                                 convs if t["suite"] == "adversarial" else (), square)
+                                 convs if t["suite"] == "adversarial" else (), square, n_img)
     square_cfg = {**SQUARE_DEFAULTS, **(raw.get("square") or {})}
     if isinstance(square_cfg["eps"], str):
         num, _, den = square_cfg["eps"].partition("/")

@@ -24,14 +24,15 @@ from virolbi.reproduce.plan import Plan, procedure_key
 __all__ = ["obtain_model", "eval_dataset", "evaluate_cell", "run_tables"]
 
 
-def eval_dataset(plan: Plan) -> Any:
-    """The plan's evaluation images: a class-stratified, seeded subset of its split."""
+def eval_dataset(plan: Plan, n_images: int | None = None) -> Any:
+    """The plan's evaluation images: a class-stratified, seeded subset of its split (``n_images``
+    of them; default the plan's number)."""
     from virolbi.data import load_dataset
     from virolbi.train.trainer import balanced_subset
 
     ds = load_dataset(plan.dataset.get("name", "cifar10-jpeg"), plan.dataset.get("split", "val"),
                       data_dir=plan.dataset.get("data_dir"))
-    idx = balanced_subset(np.asarray(ds.targets), plan.eval_images, plan.eval_seed)
+    idx = balanced_subset(np.asarray(ds.targets), n_images or plan.eval_images, plan.eval_seed)
     sub = ds.subset(idx)
     sub.name = f"{getattr(ds, 'name', 'data')} ({len(idx)} images, stratified, seed {plan.eval_seed})"
     return sub
@@ -107,7 +108,7 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
     if suite == "adversarial":
         pre = inner
     meta = {"model": name, "plan": str(plan.path.name), "procedure": procedure_key(plan.models[name]),
-            "eval_images": plan.eval_images, "eval_seed": plan.eval_seed}
+            "eval_images": len(data), "eval_seed": plan.eval_seed}
     results = evaluate(model, data, suite=_suite_specs(suite), preprocess=pre,
                        preprocess_name=_preprocess_name(inner) if inner is not None else None,
                        batch_size=250, seed=plan.eval_seed, progress=progress, sanity=True,
@@ -157,10 +158,27 @@ def square_cell(plan: Plan, name: str, model: nn.Module, data: Any, work: Path,
     return out / "results.json"
 
 
+def _steps(plan: Plan, tables: list[str]) -> list[tuple[str, str, str | None]]:
+    """(table, model, convention or "square") in the order they run: per table its first ε
+    convention for every model, then Square, then the other conventions, so that an interrupted
+    Table 2 has the honest (pixel) numbers and the gradient-free check first."""
+    steps = []
+    for t in tables:
+        spec = plan.tables[t]
+        convs = spec.conventions or (None,)
+        steps += [(t, m, convs[0]) for m in spec.models]
+        steps += [(t, m, "square") for m in spec.square_models]
+        steps += [(t, m, c) for c in convs[1:] for m in spec.models]
+    return steps
+
+
 def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
                pretrained: bool = False, progress: bool = True,
-               train_fn: Callable[[dict], Any] | None = None) -> dict[str, Path]:
-    """Do every step the tables need, then write them; returns table name -> Markdown path."""
+               train_fn: Callable[[dict], Any] | None = None,
+               write_only: bool = False) -> dict[str, Path]:
+    """Do every step the tables need, then write them; returns table name -> Markdown path.
+    With ``write_only``, compute nothing: write the tables from the evaluations present (cells not
+    evaluated are left out of the table, which names the models behind every figure)."""
     from tqdm.auto import tqdm
 
     from virolbi.reproduce.tables import write_models_table, write_table
@@ -169,17 +187,15 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
     if unknown:
         raise InputError(f"unknown table(s) {', '.join(unknown)}; the plan {plan.path.name} has "
                          f"{', '.join(plan.tables)}")
-    if pretrained:
+    if pretrained and not write_only:
         from virolbi.zoo import list_weights
 
         missing = [m for m in plan.models_of(tables) if m not in list_weights()]
         if missing:
             raise InputError(f"--pretrained: no shipped weights for {', '.join(missing)}; run "
                              "without --pretrained to train them")
-    steps = [(t, m, c) for t in tables for m in plan.tables[t].models
-             for c in (plan.tables[t].conventions or (None,))]
-    steps += [(t, m, "square") for t in tables for m in plan.tables[t].square_models]
-    data, shared, models = None, {}, {}
+    steps = [] if write_only else _steps(plan, tables)
+    data, shared, models = {}, {}, {}
     bar = tqdm(steps, desc="reproduce", unit="step", disable=None if progress else True)
     for table, name, conv in bar:
         suite = plan.tables[table].suite
@@ -190,12 +206,13 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
             continue
         if name not in models:
             models[name] = obtain_model(plan, name, work, pretrained, train_fn)
-        data = data if data is not None else eval_dataset(plan)
+        n_img = plan.images_of(table)
+        data[n_img] = data[n_img] if n_img in data else eval_dataset(plan, n_img)
         if conv == "square":
-            square_cell(plan, name, models[name], data, work)
+            square_cell(plan, name, models[name], data[n_img], work)
         else:
-            evaluate_cell(plan, name, suite, models[name], data, work, shared, progress=False,
-                          convention=conv)
+            evaluate_cell(plan, name, suite, models[name], data[n_img], work, shared,
+                          progress=False, convention=conv)
     bar.close()
     written = {t: write_table(plan, t, work, out_dir) for t in tables}
     written["models"] = write_models_table(plan, work, out_dir)

@@ -86,13 +86,14 @@ def _adversarial_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any
     groups = _groups(plan, spec.models)
     cells = []
     threats = ("classifier", "preprocess_after", "adaptive_bpda_identity", "adaptive_bpda_partition")
-    for conv in spec.conventions:
-        res = {n: load_results(cell_dir(work, "adversarial", n, conv) / "results.json")
-               for n in spec.models}
+    for conv in spec.conventions:  # cells not evaluated (yet) are left out, and say so by `models`
+        paths = {n: cell_dir(work, "adversarial", n, conv) / "results.json" for n in spec.models}
+        res = {n: load_results(p) for n, p in paths.items() if p.is_file()}
         for attack in ("fgsm", "pgd"):
             for level in ("8/255", "16/255"):
                 for threat in threats:
-                    for key, names in groups.items():
+                    for key, all_names in groups.items():
+                        names = [n for n in all_names if n in res]
                         counts = [_threat_counts(res[n], attack, level, threat) for n in names]
                         if not any(k for _, k in counts):
                             continue
@@ -142,12 +143,14 @@ def table_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any]]:
     if spec.suite == "adversarial":
         return _adversarial_cells(plan, table, work)
     groups = _groups(plan, spec.models)
-    results = {n: load_results(work / "eval" / spec.suite / n / "results.json") for n in spec.models}
+    paths = {n: work / "eval" / spec.suite / n / "results.json" for n in spec.models}
+    results = {n: load_results(p) for n, p in paths.items() if p.is_file()}  # evaluated ones only
     cells = []
     for perturbation, level in _ROWS[spec.suite]:
         row = level if spec.suite in ("lowres", "frequency") else perturbation
         for with_pre in (False, True):
-            for key, names in groups.items():
+            for key, all_names in groups.items():
+                names = [n for n in all_names if n in results]
                 counts = [_counts(results[n], perturbation, level, with_pre) for n in names]
                 if not any(n for _, n in counts):
                     continue
@@ -176,7 +179,7 @@ def _markdown(plan: Plan, table: str, cells: list[dict[str, Any]]) -> str:
     spec = plan.tables[table]
     keys = list(OrderedDict.fromkeys(c["procedure"] for c in cells))
     lines = [f"## {spec.title}", "",
-             f"{plan.eval_images} validation images of {plan.dataset.get('name')} (class-"
+             f"{plan.images_of(table)} validation images of {plan.dataset.get('name')} (class-"
              f"stratified, seed {plan.eval_seed}); accuracy in %, **pooled over seeds** "
              "[95 % Wilson interval] (each seed), then the paper's ResNet18 figure. "
              "Test-time preprocessing: smoothing at "
@@ -239,7 +242,7 @@ def write_table(plan: Plan, table: str, work: Path, out_dir: Path) -> Path:
     md = out_dir / f"{table}.md"
     save_text(_markdown(plan, table, cells), md)
     save_json({"table": table, "title": plan.tables[table].title, "plan": plan.path.name,
-               "eval_images": plan.eval_images, "cells": cells}, out_dir / f"{table}.json")
+               "eval_images": plan.images_of(table), "cells": cells}, out_dir / f"{table}.json")
     _figure(cells, plan.tables[table].title, out_dir / f"{table}.png")
     return md
 
