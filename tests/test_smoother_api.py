@@ -55,6 +55,8 @@ BAD_INPUTS = [
     ("bool", lambda: torch.zeros(3, 8, 8, dtype=torch.bool), {}, "float in \\[0, 1\\] or uint8"),
     ("list", lambda: [[0.1, 0.2], [0.3, 0.4]], {}, "torch.Tensor or numpy.ndarray image, got list"),
     ("channels-last", lambda: np.zeros((32, 32, 3), np.float32), {}, "looks channels-last"),
+    ("batch channels-last", lambda: np.zeros((5, 32, 32, 3), np.uint8), {},
+     r"looks channels-last \(B, H, W, C\)"),
     ("sparsity 0", lambda: _img(8, 8), {"sparsity": 0.0}, r"sparsity must be in \(0, 1\], got 0"),
     ("sparsity 1.5", lambda: _img(8, 8), {"sparsity": 1.5},
      r"sparsity must be in \(0, 1\], got 1.5"),
@@ -315,4 +317,16 @@ def test_unreachable_target_is_a_warning_not_an_error():
 def test_exported_names():
     assert virolbi.smooth is smooth and virolbi.image_path is image_path
     assert issubclass(InputError, ValueError)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_input_is_smoothed_in_float32_and_returned_in_its_dtype(cifar_batch, dtype):
+    """bfloat16's 8-bit mantissa cannot resolve the path (it ran to max_iter, wrong result):
+    the work is done in float32 on the rounded input, the output comes back in the caller's dtype."""
+    x = cifar_batch[:4].to(dtype)
+    y, info = smooth(x, 0.6, return_info=True)
+    ref, ref_info = smooth(x.float(), 0.6, return_info=True)
+    assert y.dtype == dtype
+    assert torch.equal(info.iterations, ref_info.iterations) and bool(info.reached.all())
+    assert torch.equal(y, ref.to(dtype))
 

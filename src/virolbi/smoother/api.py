@@ -41,6 +41,9 @@ def _to_batch(x: Any) -> tuple[torch.Tensor, dict]:
     if t.ndim == 3 and t.shape[0] > 4 and t.shape[-1] in (1, 3, 4):
         raise InputError(f"shape {tuple(t.shape)} looks channels-last (H, W, C); pass (C, H, W), "
                          f"e.g. numpy.moveaxis(x, -1, 0)")
+    if t.ndim == 4 and t.shape[1] > 4 and t.shape[-1] in (1, 3, 4):
+        raise InputError(f"shape {tuple(t.shape)} looks channels-last (B, H, W, C); pass "
+                         f"(B, C, H, W), e.g. numpy.moveaxis(x, -1, 1)")
     meta = {"numpy": is_numpy, "ndim": t.ndim, "dtype": t.dtype}
     batch = t.reshape((1,) * (4 - t.ndim) + tuple(t.shape))
     if t.dtype == torch.uint8:

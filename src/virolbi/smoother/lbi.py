@@ -80,7 +80,9 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     Parameters
     ----------
     x : torch.Tensor
-        Float batch ``(B, C, H, W)`` in [0, 1], ``H, W >= 2``. Computation runs in its dtype and device.
+        Float batch ``(B, C, H, W)`` in [0, 1], ``H, W >= 2``. Computation runs in its dtype (float32
+        for float16 and bfloat16 input, whose 8-11 bit mantissa cannot resolve the path; the images
+        come back in the input's dtype) and on its device.
     levels : sequence of float
         Sparsity levels in (0, 1]; the lower, the smoother (fewer edges kept). Sorted internally.
     kappa : float
@@ -115,6 +117,11 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     check_image_batch(x, "x")
     if not x.is_floating_point():
         raise InputError(f"x must be a float tensor, got {x.dtype}")
+    if x.dtype in (torch.float16, torch.bfloat16):  # too coarse for the path: float32 inside
+        result = lbi_path(x.float(), levels, kappa=kappa, nu=nu, group=group, solver=solver,
+                          step=step, max_iter=max_iter, projection=projection, progress=progress)
+        result.images = result.images.to(x.dtype)
+        return result
     levels = check_levels(levels)
     kappa, nu = check_positive(kappa, "kappa"), check_positive(nu, "nu")
     b, c, h, w = x.shape
