@@ -301,6 +301,7 @@ def test_unreachable_target_is_a_warning_not_an_error():
     with pytest.warns(UnreachedLevelWarning, match="did not reach sparsity level 0.9") as caught:
         y, info = smooth(x, 0.9, return_info=True)
     assert [r.image for r in caught[0].message.records] == [1]  # the warning carries the records
+    assert caught[0].filename == __file__  # attributed to the caller's line, not the library's
     flat_h, flat_v = 8 * 3, 7 * 4
     ceiling = 1 - (flat_h + flat_v) / 112
     assert info.reached.tolist() == [[True, False]]

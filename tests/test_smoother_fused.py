@@ -20,14 +20,14 @@ pytestmark = pytest.mark.skipif(not fused.available(), reason="numba not install
 @pytest.mark.parametrize("shape", [(3, 32, 32), (3, 7, 9), (1, 10, 6), (3, 2, 5)])
 @pytest.mark.parametrize("nu", [1.0, 0.5])
 def test_compiled_solve_equals_the_dct_solver(shape, nu):
-    """Folded DCT along the width + Thomas along the height solve (I + DᵀD/ν)u = x + r/ν exactly:
-    the same as the 2-D DCT solver (an independent construction) for even and odd sizes."""
+    """DCT along the width + Thomas along the height solve (I + DᵀD/ν)u = x + r/ν exactly: the
+    same as the 2-D DCT solver (an independent construction) for even and odd sizes."""
     g = torch.Generator().manual_seed(0)
     r = torch.randn(shape, generator=g, dtype=torch.float64)
     u0 = torch.rand(shape, generator=g, dtype=torch.float64)
     c, h, w = shape
-    u = np.empty(shape)
-    fused._solve(r.numpy(), u0.numpy(), *fused.width_transform(h, w, nu, np.float64), u)
+    u, spec = np.empty(shape), np.empty((c * h, w))
+    fused._solve(r.numpy(), u0.numpy(), *fused.width_transform(h, w, nu, np.float64), spec, u)
     expected = u0 + NeumannSolver(h, w, nu, dtype=torch.float64)(r) / nu
     assert np.allclose(u, expected.numpy(), atol=1e-12)
 

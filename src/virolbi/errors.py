@@ -26,6 +26,20 @@ class UnreachedLevelWarning(UserWarning):
                          f"where it stopped (this warning's .records, SmoothResult.warnings)")
 
 
+def warn_unreached(records) -> None:
+    """Raise one :class:`UnreachedLevelWarning` for ``records``, attributed to the first caller
+    outside the virolbi package (so the user sees their own line, as with a direct call)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2  # stacklevel 2: our caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(UnreachedLevelWarning(records), stacklevel=level)
+
+
 class UnreachedLevel:
     """One (image, level) an LBI run could not reach: where it stopped and why."""
 

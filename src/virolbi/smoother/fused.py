@@ -67,23 +67,16 @@ def thomas_pivots(height: int, width_eigenvalues: np.ndarray, nu: float) -> np.n
 
 
 def width_transform(height: int, width: int, nu: float, dtype) -> tuple[np.ndarray, ...]:
-    r"""Matrices and pivots of the exact solve with :math:`A = I + D^\top D/\nu` (see :func:`_solve`).
-
-    The orthonormal DCT-II along the width is folded by its symmetry: even frequencies see
-    ``r[j] + r[w-1-j]`` (and the centre column of an odd width), odd frequencies see
-    ``r[j] - r[w-1-j]``, which halves the products. Returns ``(ce_t, co_t, ce, co, piv_e, piv_o)``:
-    forward and inverse matrices of the even and odd frequencies and the Thomas pivots of each
-    frequency (:func:`thomas_pivots`, ν folded in)."""
+    r"""Matrices and pivots of the exact solve with :math:`A = I + D^\top D/\nu` (see :func:`_solve`):
+    ``(ct, c, piv)`` with ``c`` the orthonormal DCT-II matrix along the width (row ``k`` the
+    ``k``-th eigenvector of the Neumann Laplacian :math:`L_W`), ``ct`` its transpose and ``piv`` the
+    Thomas pivots of every width frequency (:func:`thomas_pivots`, ν folded in)."""
     k, j = np.arange(width)[:, None], np.arange(width)[None, :]
-    cw = np.cos(np.pi * (j + 0.5) * k / width) * np.sqrt(2.0 / width)  # row k: k-th DCT-II vector
-    cw[0] /= np.sqrt(2.0)
-    lam = 4.0 * np.sin(np.pi * np.arange(width) / (2 * width)) ** 2  # Neumann Laplacian eigenvalues
-    n_even, n_odd = (width + 1) // 2, width // 2
-    ce = cw[0::2, :n_even]  # (n_even, n_even): the left half (and centre) of each even vector
-    co = cw[1::2, :n_odd]
-    piv = thomas_pivots(height, lam, nu)
-    mats = (ce.T, co.T, ce, co, piv[:, 0::2], piv[:, 1::2])
-    return tuple(np.ascontiguousarray(m, dtype=dtype) for m in mats)
+    c = np.cos(np.pi * (j + 0.5) * k / width) * np.sqrt(2.0 / width)
+    c[0] /= np.sqrt(2.0)
+    lam = 4.0 * np.sin(np.pi * np.arange(width) / (2 * width)) ** 2  # eigenvalues of L_W
+    return tuple(np.ascontiguousarray(m, dtype=dtype)
+                 for m in (c.T, c, thomas_pivots(height, lam, nu)))
 
 
 def _thomas(spec, piv, nc, h):  # pragma: no cover - compiled
@@ -102,32 +95,17 @@ def _thomas(spec, piv, nc, h):  # pragma: no cover - compiled
                 spec[o + i, p] += piv[i, p] * spec[o + i + 1, p]
 
 
-def _solve(dtg, u0, ce_t, co_t, ce, co, piv_e, piv_o, u):  # pragma: no cover - compiled
-    r"""``u = u0 + A⁻¹ dtg / ν`` for one image ``(C, H, W)``: folded DCT-II along the width (two
-    matrix products), Thomas along the height per width frequency, inverse DCT (:func:`width_transform`).
-    Exact; the products go to BLAS."""
+def _solve(dtg, u0, ct, c, piv, spec, u):  # pragma: no cover - compiled
+    r"""``u = u0 + A⁻¹ dtg / ν`` for one image ``(C, H, W)``: DCT-II along the width (one matrix
+    product, to BLAS), the tridiagonal systems along the height of every width frequency (Thomas),
+    the inverse DCT (one product). Exact; ``spec`` is a ``(C*H, W)`` scratch array."""
     nc, h, w = dtg.shape
-    n_even, n_odd = ce.shape[0], co.shape[0]
-    r = dtg.reshape(nc * h, w)
-    sums = np.empty((nc * h, n_even), dtype=dtg.dtype)
-    diffs = np.empty((nc * h, n_odd), dtype=dtg.dtype)
-    for i in range(nc * h):
-        for j in range(n_odd):
-            sums[i, j] = r[i, j] + r[i, w - 1 - j]
-            diffs[i, j] = r[i, j] - r[i, w - 1 - j]
-        if n_even > n_odd:
-            sums[i, n_odd] = r[i, n_odd]
-    even, odd = np.dot(sums, ce_t), np.dot(diffs, co_t)
-    _thomas(even, piv_e, nc, h)
-    _thomas(odd, piv_o, nc, h)
-    left_e, left_o = np.dot(even, ce), np.dot(odd, co)
-    base, out = u0.reshape(nc * h, w), u.reshape(nc * h, w)
-    for i in range(nc * h):
-        for j in range(n_odd):
-            out[i, j] = base[i, j] + left_e[i, j] + left_o[i, j]
-            out[i, w - 1 - j] = base[i, w - 1 - j] + left_e[i, j] - left_o[i, j]
-        if n_even > n_odd:
-            out[i, n_odd] = base[i, n_odd] + left_e[i, n_odd]
+    np.dot(dtg.reshape(nc * h, w), ct, spec)
+    _thomas(spec, piv, nc, h)
+    np.dot(spec, c, u.reshape(nc * h, w))
+    uf, bf = u.reshape(-1), u0.reshape(-1)
+    for q in range(uf.size):
+        uf[q] += bf[q]
 
 
 def _edge_pass(u, z, act, flat, valid, gam, shift, consts, scratch):  # pragma: no cover - compiled
@@ -199,6 +177,7 @@ def _path_chunk(lo, hi, u0, zh, zv, k0, flat_h, flat_v, nonflat, valid_h, valid_
     n, nl = h * w, levels.shape[0]
     n_edges = h * (w - 1) + (h - 1) * w
     scratch = np.empty((3, n), dtype=u0.dtype)
+    spec = np.empty((nc * h, w), dtype=u0.dtype)
     gh, gv = np.zeros((nc, n), dtype=u0.dtype), np.zeros((nc, n), dtype=u0.dtype)
     for b in range(lo, hi):
         u, dtg = u0[b].copy(), np.zeros_like(u0[b])
@@ -207,7 +186,7 @@ def _path_chunk(lo, hi, u0, zh, zv, k0, flat_h, flat_v, nonflat, valid_h, valid_
         cnt, cnf, nxt, k = 0, 0, 0, k0[b]
         while True:
             if cnt > 0:  # u = u0 + A^-1 D^T γ / ν (Eq. 3a)
-                _solve(dtg, u0[b], *solver, u)
+                _solve(dtg, u0[b], solver[0], solver[1], solver[2], spec, u)
             else:
                 u[:] = u0[b]
             sp = cnt / n_edges
@@ -226,7 +205,7 @@ def _path_chunk(lo, hi, u0, zh, zv, k0, flat_h, flat_v, nonflat, valid_h, valid_
 
 
 if numba is not None:
-    _jit = numba.njit(nogil=True, cache=True)
+    _jit = numba.njit(nogil=True, cache=True, error_model="numpy")  # no zero-division checks
     _thomas, _solve, _edge_pass, _adjoint = _jit(_thomas), _jit(_solve), _jit(_edge_pass), _jit(_adjoint)
     _record, _path_chunk = _jit(_record), _jit(_path_chunk)
 

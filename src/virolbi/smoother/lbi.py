@@ -17,13 +17,12 @@ path, where :math:`u = x`: it returns ``x`` itself.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from tqdm.auto import tqdm
 
 from virolbi.checks import check_image_batch, check_levels, check_positive
-from virolbi.errors import InputError, UnreachedLevelWarning
+from virolbi.errors import InputError, warn_unreached
 from virolbi.smoother import fused as _fused
 from virolbi.smoother.operators import forward_diff
 from virolbi.smoother.projection import PROJECTIONS, project
@@ -148,7 +147,7 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     result.warnings = rec.unreached(max_iter)
     result.solver, result.step = solver, step
     if result.warnings:
-        warnings.warn(UnreachedLevelWarning(result.warnings), stacklevel=2)
+        warn_unreached(result.warnings)
     return result
 
 
