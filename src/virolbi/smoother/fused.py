@@ -25,7 +25,10 @@ the two paths on real images.
 
 Threads: numba's own thread pool is not used (``parallel=False``), so importing or running this module
 changes no numba configuration and leaves no spinning threads to starve torch's OpenMP pool; a batch
-is split into chunks run by ``threads`` Python threads (the compiled loop releases the GIL).
+is split into chunks run by ``threads`` Python threads (the compiled loop releases the GIL). The two
+DCT products go to BLAS (numba's ``np.dot``, SciPy's OpenBLAS); for images large enough that
+OpenBLAS would start its own threads, it is held to one thread per worker during the call
+(threadpoolctl), for the same reason.
 """
 
 from __future__ import annotations
@@ -255,9 +258,29 @@ def imex_path(u0: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, k0: torch.Te
             width_transform(h, w, nu, dt), np.asarray(levels, dtype=np.float64), int(max_iter),
             np.array([step / nu, step * kappa / nu, kappa, 1.0, 0.0], dtype=dt), tuple(out.values()))
     threads = max(1, min(threads or torch.get_num_threads(), b))
-    if threads == 1:
-        _path_chunk(0, b, *args)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda r: _path_chunk(r[0], r[1], *args), _chunks(b, threads)))
+    with _single_threaded_blas(nc * h * w * w):
+        if threads == 1:
+            _path_chunk(0, b, *args)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda r: _path_chunk(r[0], r[1], *args), _chunks(b, threads)))
     return {key: torch.from_numpy(v) for key, v in out.items()}
+
+
+#: Products (multiply-adds) from which OpenBLAS may use several threads (its threshold is 4 x 65 536).
+_BLAS_THREADED_FROM = 4 * 65536
+
+
+def _single_threaded_blas(work: int):
+    """A context holding BLAS to one thread when a product of ``work`` multiply-adds might start
+    OpenBLAS's own threads (a no-op for CIFAR-sized images, or without threadpoolctl)."""
+    import contextlib
+
+    if work < _BLAS_THREADED_FROM:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a declared dependency
+        return contextlib.nullcontext()
+    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so it is limited)
+    return threadpool_limits(limits=1, user_api="blas")
