@@ -106,3 +106,14 @@ def test_smoothing_leaves_numba_configuration_and_thread_pool_alone():
     out = subprocess.run([sys.executable, "-c", _IMPORT_CHECK], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_blas_is_held_to_one_thread_for_large_images_only():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with fused._single_threaded_blas(3 * 32 * 32 * 32):  # CIFAR: OpenBLAS stays single-threaded
+        small = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    with fused._single_threaded_blas(84 * 84 * 84):
+        large = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert large and set(large) == {1}
+    assert small == [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                     if i["user_api"] == "blas"]  # left as it was
