@@ -467,3 +467,20 @@ def test_small_resnet_fits_real_images(cifar_batch, cifar_small):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_unreadable_checkpoints_get_one_line_without_unsafe_advice(tmp_path):
+    """torch's refusal says "re-run with weights_only=False"; we say what is wrong, in one line."""
+    from virolbi.io import load_torch_file
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"x": _Evil()}, f, protocol=2)
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(3)}, good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:200])
+    for name, why in [("evil.pt", "holds Python objects"), ("cut.pt", "truncated")]:
+        with pytest.raises(InputError) as err:
+            load_torch_file(tmp_path / name)
+        msg = str(err.value)
+        assert why in msg and name in msg and "\n" not in msg
+        assert "weights_only" not in msg and "trust" not in msg

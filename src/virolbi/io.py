@@ -143,3 +143,39 @@ def write_image(array: np.ndarray, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format=fmt or (path.suffix.lstrip(".").upper() or "PNG"))
     return path
+
+
+def _torch_load_problem(exc: BaseException) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in one line (never
+    torch's advice to load it unsafely)."""
+    import re
+
+    text = str(exc)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        found = f" (found {m.group(1)})" if m else ""
+        return (f"it holds Python objects, not only tensors and plain data{found}; such files are "
+                "refused because reading them would run code")
+    if "zip archive" in text or "central directory" in text:
+        return "not a PyTorch file, or a truncated one (its zip archive is unreadable)"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"not a PyTorch file ({first})"
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: nothing is unpickled. A missing or unreadable
+    file raises :class:`InputError` with one line naming the file, what it was read as (``what``)
+    and what is wrong with it; ``hint`` is appended to that line."""
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+            AttributeError, TypeError) as exc:
+        raise InputError(f"could not read {p} as a PyTorch {what}: {_torch_load_problem(exc)}"
+                         f"{hint}") from None

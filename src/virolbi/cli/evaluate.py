@@ -15,7 +15,6 @@ Writes ``results.json``, ``results.md`` and ``results.png`` to ``--output-dir``.
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,9 @@ _NAME_KEYS = ("model", "name", "arch")
 
 
 def _read_checkpoint(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"could not read {path} as a PyTorch checkpoint (torch.load with "
-                         f"weights_only=True): {first}") from None
+    from virolbi.io import load_torch_file
+
+    return load_torch_file(path, "checkpoint")
 
 
 def _flatten_trainer_config(config: dict, obj: Any) -> dict:

@@ -18,7 +18,6 @@ differs, for fine-tuning to a new number of classes (SPEC §2, fine-tuning).
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -180,16 +179,12 @@ def load_pretrained(model: nn.Module, path: str | PathLike, *, strict: bool = Tr
     >>> load_pretrained(dst, path, drop_head=True).dropped
     ['backbone.fc.weight', 'backbone.fc.bias']
     """
+    from virolbi.io import load_torch_file
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"pretrained weights file not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"could not read {p} as a PyTorch checkpoint (torch.load with "
-                         f"weights_only=True; save model.state_dict(), not the model object): "
-                         f"{first}") from None
+    obj = load_torch_file(p, "checkpoint", "; save model.state_dict(), not the model object")
     state = extract_state_dict(obj, source=str(p))
     target = model.state_dict()
     state = _align_prefix(state, set(target))

@@ -217,13 +217,9 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 def load_checkpoint(path: Any) -> dict[str, Any]:
     """Read a training checkpoint (``torch.load(weights_only=True)``: nothing is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read is a bad file
-        raise InputError(f"cannot read checkpoint {path}: {exc}") from None
+    from virolbi.io import load_torch_file
+
+    return load_torch_file(path, "checkpoint")
 
 
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
