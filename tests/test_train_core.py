@@ -340,6 +340,15 @@ def test_cli_train_small(tmp_path, capsys, data, monkeypatch):
     assert "config file not found" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "optim.bogus=1"]) == 2
     assert "unknown config key 'optim.bogus'" in capsys.readouterr().err
+    # a folder that holds a training is not overwritten silently (the training is never started)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(b"a previous training")
+    assert main(["train", "--config", str(cfg), "--output-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir} already holds a training (last.pt); pass --resume" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (run_dir / "last.pt").read_bytes() == b"a previous training"
 
 
 def test_cli_subprocess_print_config():

@@ -15,9 +15,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. optim.epochs=3 procedure.sparsity=0.8")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output_dir>/last.pt if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an output_dir that already holds a training")
     parser.add_argument("--output-dir", default=None, help="override output_dir")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and exit")
+
+
+def _refuse_silent_overwrite(cfg: dict, args: argparse.Namespace) -> None:
+    """A run folder that already holds a training is continued (--resume) or started again
+    (--overwrite), never overwritten silently."""
+    from pathlib import Path
+
+    from virolbi.errors import InputError
+
+    out = Path(cfg["output_dir"]) if cfg.get("output_dir") else None
+    if out is None or args.resume or args.overwrite:
+        return
+    held = [f for f in ("last.pt", "model.pt") if (out / f).is_file()]
+    if held:
+        raise InputError(f"{out} already holds a training ({', '.join(held)}); pass --resume to "
+                         f"continue it or --overwrite to start again")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_to_yaml(cfg), end="")
         return 0
+    _refuse_silent_overwrite(cfg, args)
     from virolbi.train.trainer import train
 
     result = train(cfg)
