@@ -91,6 +91,11 @@ def test_bad_inputs_exit_2_with_one_line(cifar_image_tree, checkpoints, tmp_path
     bad.write_bytes(b"not a checkpoint")
     code = main(["evaluate", "--checkpoint", str(bad)] + base)
     _one_error_line(capsys, code, "could not read")
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--device", "tpu"] + base)
+    _one_error_line(capsys, code, "--device must be auto, cpu, cuda or cuda:N, got 'tpu'")
+    if not torch.cuda.is_available():
+        code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--device", "cuda"] + base)
+        _one_error_line(capsys, code, "--device cuda requested but CUDA is not available")
     assert not (tmp_path / "x").exists()
 
 

@@ -109,3 +109,27 @@ def check_image_batch(x: torch.Tensor, name: str = "images", *, min_size: int = 
         if xmin < lo or xmax > hi:
             raise InputError(f"{name} must have float values in [{lo:g}, {hi:g}], got values in "
                              f"[{xmin:.4g}, {xmax:.4g}] (scale uint8 images by 1/255 or pass uint8)")
+
+
+def resolve_device(spec: Any, name: str = "device") -> torch.device:
+    """The torch device a user asked for: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
+    ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`. One line naming ``name`` (the option the
+    user typed, e.g. ``"--device"``) for an unknown device or CUDA that is not there.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(spec, str) and spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise InputError(f"{name} must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"{name} {spec} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"{name} {spec}: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"{name} must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    return dev

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from virolbi.cli._common import add_dataset_arguments, load_dataset_from_args
+from virolbi.checks import resolve_device
 from virolbi.errors import InputError
 
 COMMAND = "corrupt"
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     images, labels = dataset_arrays(dataset, args.limit)
     for name in corruptions:
         path = write_cifar_c(images, labels, args.output, name, severities, seed=args.seed,
-                             batch_size=args.batch_size, device=args.device)
+                             batch_size=args.batch_size,
+                             device=resolve_device(args.device, "--device"))
         print(f"wrote {path} ({len(severities)} x {len(images)} images, severities "
               f"{','.join(map(str, severities))})", file=sys.stdout)
     return 0

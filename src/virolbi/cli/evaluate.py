@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from virolbi.checks import check_unit_interval
+    from virolbi.checks import check_unit_interval, resolve_device
     from virolbi.evaluate import evaluate, get_suite, write_report
 
     get_suite(args.suite)  # an unknown suite fails before anything is loaded
@@ -145,11 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 else check_unit_interval(args.preprocess_sparsity, "--preprocess-sparsity"))
     if sparsity is not None and args.preprocess_blur:
         raise InputError("give either --preprocess-sparsity or --preprocess-blur, not both")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device} requested but CUDA is not available")
+    device = str(resolve_device(args.device, "--device"))
 
     model, config = build_model(args.checkpoint, model=args.model, width=args.width,
                                 num_classes=args.num_classes)

@@ -42,7 +42,7 @@ from virolbi.attacks import (
     check_large_eps_near_zero,
     check_more_steps_not_better,
 )
-from virolbi.checks import check_positive_int
+from virolbi.checks import check_positive_int, resolve_device
 from virolbi.errors import InputError
 from virolbi.evaluate.suites import (
     NO_THREAT,
@@ -438,10 +438,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     limit = _check_count(limit, "limit", allow_none=True)
     batch_size = _check_count(batch_size, "batch_size")
     pgd_steps = _check_count(pgd_steps, "pgd_steps")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device must be like 'cpu' or 'cuda:0', got {device!r}") from None
+    dev = resolve_device(device, "device")
     data = _Data(dataset)
 
     rng = np.random.default_rng(seed)

@@ -149,14 +149,11 @@ def _mix(*values: int) -> int:
 
 
 def _device(spec: str, info: DistInfo) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {spec!r} requested but CUDA is not available")
+    from virolbi.checks import resolve_device
+
+    if spec == "auto" and torch.cuda.is_available():
+        return torch.device(f"cuda:{info.local_rank}")
+    dev = resolve_device(spec, "device")
     if dev.type == "cuda" and info.distributed and dev.index is None:
         dev = torch.device(f"cuda:{info.local_rank}")
     return dev
