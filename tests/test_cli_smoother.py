@@ -448,3 +448,21 @@ def test_demo_noise_step_improves_psnr(tmp_path, capsys):
     rows = json.loads((out / "report.json").read_text())["results"]["noise"]["images"]
     assert rows[0]["psnr_smoothed"] > rows[0]["psnr_noisy"] + 1.0
     assert "## Noise" in (out / "report.md").read_text()
+
+
+def test_16_bit_gray_png_is_scaled_not_clipped_and_stays_gray(photos, tmp_path, capsys):
+    """A real 16-bit PNG (mode I;16): Pillow's convert() saturates it to white."""
+    from virolbi.io import read_image
+
+    gray8 = _read(photos / "camera.png")
+    path16 = tmp_path / "deep.png"
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(path16)  # the same picture on 16 bits
+    with Image.open(path16) as img:
+        assert img.mode.startswith("I;16") or img.mode == "I"
+    assert np.array_equal(read_image(path16), gray8)
+    code = main(["smooth", str(path16), "--sparsity", "0.6", "--output-dir", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    with Image.open(tmp_path / "o" / "deep_s0.60.png") as img:
+        assert img.mode == "L"
+        out = np.array(img)
+    assert np.array_equal(out, _expected_png(_as_chw(gray8), 0.6))

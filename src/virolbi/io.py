@@ -99,11 +99,27 @@ def save_text(text: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _gray_to_8_bits(arr: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    """A 16-bit (``I;16``), 32-bit integer (``I``) or float (``F``) gray image as ``uint8`` gray,
+    scaled (``round(v / 257)`` for 16-bit values; ``round(255 v)`` for floats in [0, 1]), never
+    clipped: Pillow's own conversion saturates everything above 255 to white."""
+    a = arr.astype(np.float64)
+    if mode == "F":
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise InputError(f"{path}: float image with values outside [0, 1] "
+                             f"({a.min():g} .. {a.max():g}); save it as 8 or 16 bits")
+        return np.round(a * 255.0).astype(np.uint8)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise InputError(f"{path}: 32-bit image with values outside 0 .. 65535")
+    return np.round(a / 257.0).astype(np.uint8)
+
+
 def read_image(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarray:
     """Read an image file into a ``uint8`` array, ``(H, W)`` for gray or ``(H, W, C)`` for colour.
 
     ``mode`` converts with Pillow first (``"RGB"`` or ``"L"``). Raises :class:`InputError` for a
-    missing, unreadable or non-image file; 16-bit and palette images are converted to 8 bits.
+    missing, unreadable or non-image file. Palette images become RGB; 16-bit gray images stay gray
+    and are scaled to 8 bits (:func:`_gray_to_8_bits`), not clipped.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -115,6 +131,9 @@ def read_image(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarra
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+                arr = _gray_to_8_bits(np.asarray(img), img.mode, path)
+                return arr if mode != "RGB" else np.repeat(arr[..., None], 3, axis=2)
             if mode is not None:
                 img = img.convert(mode)
             elif img.mode not in ("L", "RGB"):
