@@ -134,14 +134,15 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     dxh, dxv = forward_diff(x)
     flat_h, flat_v = edge_magnitude(dxh, grouped) == 0, edge_magnitude(dxv, grouped) == 0
     nonflat = _count(~flat_h, ~flat_v)
-    rec = LevelRecorder(run_levels, x, 1 if grouped else c)
     slv = make_solver(solver, h, w, kappa=kappa, nu=nu, step=step, grouped=grouped,
                       max_iter=max_iter, dtype=x.dtype, device=x.device)
     st = slv.start(x, torch.zeros_like(dxh), torch.zeros_like(dxv))
     if _fused_applies(solver, grouped, x) and run_levels:
-        rec.load(_fused.imex_path(st.u0, st.zh, st.zv, st.k, flat_h[:, 0], flat_v[:, 0], nonflat,
-                                  run_levels, nu=nu, step=step, kappa=kappa, max_iter=max_iter))
+        rec = LevelRecorder(run_levels, x, 1, _fused.imex_path(
+            st.u0, st.zh, st.zv, st.k, flat_h[:, 0], flat_v[:, 0], nonflat, run_levels, nu=nu,
+            step=step, kappa=kappa, max_iter=max_iter))
     else:
+        rec = LevelRecorder(run_levels, x, 1 if grouped else c)
         _run_tensor(slv, st, rec, flat_h, flat_v, nonflat, progress)
     result = _result(x, levels, rec, flat_h, flat_v, nonflat, grouped, projection)
     result.warnings = rec.unreached(max_iter)

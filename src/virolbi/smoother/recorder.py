@@ -15,10 +15,17 @@ class LevelRecorder:
     """Storage ``(L, B, ...)`` for ``L`` levels (< 1, increasing) of a ``(B, C, H, W)`` batch; ``groups``
     is the number of supports per edge (1 for grouped channels, ``C`` for per-channel ℓ1)."""
 
-    def __init__(self, levels: list[float], x: torch.Tensor, groups: int) -> None:
+    def __init__(self, levels: list[float], x: torch.Tensor, groups: int,
+                 records: dict[str, torch.Tensor] | None = None) -> None:
         nl, (b, c, h, w), dev = len(levels), x.shape, x.device
         self.levels = levels
         self.level_tensor = torch.tensor(levels, dtype=torch.float64, device=dev)
+        self.next_level = torch.zeros(b, dtype=torch.int64, device=dev)
+        if records is not None:  # the compiled path's arrays, adopted as they are (no copy)
+            for key in ("u", "support_h", "support_v", "iterations", "sparsity", "reached",
+                        "final_iteration"):
+                setattr(self, key, records[key])
+            return
         self.u = x.new_zeros((nl, b, c, h, w))
         self.support_h = torch.zeros((nl, b, groups, h, w - 1), dtype=torch.bool, device=dev)
         self.support_v = torch.zeros((nl, b, groups, h - 1, w), dtype=torch.bool, device=dev)
@@ -26,7 +33,6 @@ class LevelRecorder:
         self.sparsity = torch.zeros((nl, b), dtype=torch.float64, device=dev)
         self.reached = torch.zeros((nl, b), dtype=torch.bool, device=dev)
         self.final_iteration = torch.zeros(b, dtype=torch.int64, device=dev)
-        self.next_level = torch.zeros(b, dtype=torch.int64, device=dev)
 
     def _store(self, li: int, sel: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, it,
                k: torch.Tensor, sp: torch.Tensor, reached: bool) -> None:
@@ -59,12 +65,6 @@ class LevelRecorder:
             if bool(miss.any()):
                 self._store(li, st.idx[miss], miss, u_stop, it, st.k, sp, False)
         self.final_iteration[st.idx[finished]] = st.k[finished]
-
-    def load(self, rec: dict[str, torch.Tensor]) -> None:
-        """Take the records of the compiled path (:func:`virolbi.smoother.fused.imex_path`)."""
-        for key in ("u", "support_h", "support_v", "iterations", "sparsity", "reached"):
-            getattr(self, key).copy_(rec[key])
-        self.final_iteration.copy_(rec["final_iteration"])
 
     def unreached(self, max_iter: int) -> list[UnreachedLevel]:
         """One record per (image, level) not reached, saying where the image stopped and why."""
