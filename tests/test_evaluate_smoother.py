@@ -1,8 +1,8 @@
 """The harness with the real ViRoLBI smoother as test-time preprocessing: every threat model.
 
-Kept in its own file, which pytest runs after the other evaluation tests: once the smoother's
-numba kernel (OpenMP threading layer) has run in a process, torch's own OpenMP kernels there get
-much slower on a 2-core machine, which would slow the CLI tests down.
+(The smoother's compiled loop starts no thread pool of its own, so it no longer slows torch's
+kernels down afterwards: ``tests/test_smoother_fused.py`` checks that no numba threading layer is
+launched.)
 """
 
 from __future__ import annotations

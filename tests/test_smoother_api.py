@@ -316,8 +316,21 @@ def test_unreachable_target_is_a_warning_not_an_error():
 
 
 def test_exported_names():
-    assert virolbi.smooth is smooth and virolbi.image_path is image_path
-    assert issubclass(InputError, ValueError)
+    """The top level exports exactly the documented API, and each name is its implementation."""
+    import virolbi.errors
+    import virolbi.smoother.api
+
+    assert set(virolbi.__all__) == {"InputError", "UnreachedLevelWarning", "ViRoLBI", "image_path",
+                                    "smooth", "__version__"}
+    namespace: dict = {}
+    exec("from virolbi import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(virolbi.__all__)
+    assert namespace["smooth"] is virolbi.smoother.api.smooth
+    assert namespace["image_path"] is virolbi.smoother.api.image_path
+    assert namespace["ViRoLBI"] is virolbi.smoother.api.ViRoLBI
+    assert namespace["UnreachedLevelWarning"] is virolbi.errors.UnreachedLevelWarning
+    assert issubclass(namespace["InputError"], ValueError)
+    assert issubclass(namespace["UnreachedLevelWarning"], UserWarning)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -153,14 +155,19 @@ def test_per_channel_l1_on_colour(cifar_batch):
     assert torch.all(res.sparsity >= 0.5)
 
 
-def test_group_support_is_shared_by_channels_and_identical_channels_match_gray():
+@pytest.mark.parametrize("solver", ["explicit", "dct", "imex"])
+def test_group_support_is_shared_by_channels_and_identical_channels_match_gray(solver):
+    """Three identical channels y: the group norm is √3|z|, and scaling (u, z, γ, x) by √3 turns
+    Eq. 5/8 into the gray iteration on √3·y, exactly. So the colour path of gray/√3 is the gray
+    path of gray divided by √3: same iterations, same supports, images within rounding."""
     g = torch.Generator().manual_seed(1)
-    gray = torch.rand(1, 1, 6, 7, dtype=torch.float64, generator=g)
-    colour = gray.expand(1, 3, 6, 7).contiguous()
-    # ‖z_e‖ over 3 equal channels is √3 |z_e|: the same path as gray with ν scaled by 1/√3 ...
-    # ... is not exact for the u-part, so check the weaker invariant: channels stay identical.
-    out = lbi_path(colour, (0.5,)).images[0]
-    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])
+    gray = torch.rand(2, 1, 6, 7, dtype=torch.float64, generator=g)
+    colour = (gray / math.sqrt(3)).expand(2, 3, 6, 7).contiguous()
+    c = lbi_path(colour, (0.3, 0.5), solver=solver)
+    s = lbi_path(gray, (0.3, 0.5), solver=solver)
+    assert c.support_h.shape[2] == 1  # one support shared by the three channels
+    assert torch.equal(c.iterations, s.iterations) and torch.equal(c.support(), s.support())
+    assert torch.allclose(c.images * math.sqrt(3), s.images.expand_as(c.images), atol=1e-12)
 
 
 @pytest.mark.parametrize("solver", ["dct", "imex"])

@@ -222,14 +222,31 @@ def test_each_procedure_loss_falls(procedure, data, tmp_path):
 
 
 def test_fixed_trains_on_smoothed_images(data, tmp_path):
-    """Fixed training must see the cached smoothed images: with fake_path mapping each image to
-    a constant, zero-initialised weights receive exactly the gradient of that input."""
+    """A Fixed training feeds the network the cached smoothed images, not the originals: with a
+    path_fn that maps every image to a constant 77, every batch the network sees in training is
+    77/255 everywhere (crop padding and flips off, so nothing else can change a pixel), while the
+    validation batches are the real images."""
     const = lambda x, levels, **kw: np.full((len(levels),) + x.shape, 77, np.uint8)  # noqa: E731
-    from virolbi.train.procedures import Fixed
-    proc = Fixed(0.6, cache_dir=tmp_path, path_fn=const)
-    proc.prepare(data, progress=False)
-    batch = proc.fetch(np.array([3, 1]), 0, 1)
-    assert batch.shape == (2, 3, 16, 16) and (batch == 77).all()
+    seen = {"train": [], "eval": []}
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_net()
+
+        def forward(self, x):
+            seen["train" if self.training else "eval"].append(x.detach().clone())
+            return self.net(x)
+
+    cfg = base_cfg(tmp_path, name="fixed", sparsity=0.6)
+    cfg["augment"] = {"crop_padding": 0, "flip": False}
+    cfg["eval"] = {"test_time_sparsity": None}
+    train(cfg, model=Recorder(), train_data=data, val_data=data, path_fn=const)
+    assert len(seen["train"]) >= 4  # 2 epochs x 2 batches of 10
+    assert all(torch.allclose(x, torch.full_like(x, 77 / 255)) for x in seen["train"])
+    assert sum(x.shape[0] for x in seen["train"]) == 2 * len(data)
+    assert seen["eval"] and not any(torch.allclose(x, torch.full_like(x, 77 / 255))
+                                    for x in seen["eval"])
 
 
 # ---------------------------------------------------------------- checkpoints, resume, outputs
