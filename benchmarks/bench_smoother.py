@@ -21,6 +21,9 @@ d. Batch size: ``smooth`` at 0.6 in batches of 1, 16 and 256 on the same images,
 e. Under load: ``smooth`` (batch 256, default threads) and chambolle quiet, then with another
    process keeping one core busy (a Python busy loop), side by side; the fraction of the quiet
    throughput each keeps.
+f. Profile by phase of the compiled path (one thread): microseconds per image-iteration of the
+   exact solve, each edge pass and the adjoint, each timed alone on a real image's state, and the
+   mean iterations per image at 0.6 and along the 5-level path.
 
 Usage::
 
@@ -288,6 +291,67 @@ def section_e(args) -> dict:
             "load": "one Python busy-loop process (one core busy)"}
 
 
+def _phase_times(repeats: int = 2000) -> dict:
+    """Microseconds per call of each phase of one iteration, on a real 32x32 image's state."""
+    import torch
+
+    import virolbi.smoother.fused as fused
+
+    x = torch.from_numpy(_images(1)).permute(0, 3, 1, 2).float() / 255.0
+    nc, h, w = x.shape[1:]
+    n = h * w
+    rng = np.random.default_rng(0)
+    u = x[0].numpy().reshape(nc, n).copy()
+    z = (rng.standard_normal((nc, n)) * 0.6).astype(np.float32)
+    act, flat = np.zeros(n, bool), np.zeros(n, bool)
+    valid = np.ones(n, np.float32)
+    gam, dtg = np.zeros((nc, n), np.float32), np.zeros((nc, n), np.float32)
+    consts = np.array([0.4, 2.0, 5.0, 1.0, 0.0], np.float32)
+    scratch, spec = np.empty((3, n), np.float32), np.empty((nc * h, w), np.float32)
+    solver = fused.width_transform(h, w, 1.0, np.float32)
+    u3, dtg3 = u.reshape(nc, h, w), dtg.reshape(nc, h, w)
+    calls = {"exact solve (DCT, Thomas, inverse DCT)":
+             lambda: fused._solve(dtg3, u3, *solver, spec, u3.copy()),
+             "edge pass, horizontal": lambda: fused._edge_pass(u, z, act, flat, valid, gam, 1,
+                                                               consts, scratch),
+             "edge pass, vertical": lambda: fused._edge_pass(u, z, act, flat, valid, gam, w,
+                                                             consts, scratch),
+             "adjoint D^T gamma": lambda: fused._adjoint(gam, gam, w, dtg)}
+    out = {}
+    for name, fn in calls.items():
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out[name] = (time.perf_counter() - t0) / repeats * 1e6
+    return out
+
+
+def section_f(args) -> dict:
+    import torch
+
+    import virolbi.smoother.fused as fused
+    from virolbi.smoother import lbi_path
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        phases = _phase_times()
+        imgs = _images(args.n_batch)
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().float() / 255.0
+        spent = {}
+        for key, levels in (("smooth 0.6", (0.6,)), ("path 0.2..0.8", (0.2, 0.4, 0.6, 0.8))):
+            t0 = time.perf_counter()
+            r = lbi_path(x, levels)
+            spent[key] = {"seconds": time.perf_counter() - t0,
+                          "iterations_per_image": float(r.iterations[-1].double().mean())}
+            spent[key]["us_per_image_iteration"] = (spent[key]["seconds"] / len(x) * 1e6
+                                                    / spent[key]["iterations_per_image"])
+    finally:
+        torch.set_num_threads(threads)
+    return {"phases_us": phases, "runs": spent, "threads": 1, "compiled": fused.available()}
+
+
 def render(results: dict) -> str:
     md = ["# ViRoLBI smoother benchmark", ""]
     m = results["machine"]
@@ -379,13 +443,25 @@ def render(results: dict) -> str:
         md.append(common.markdown_table(["method", "quiet images/s", "loaded images/s",
                                          "kept"], rows))
         md.append("")
+    if "f" in results:
+        f = results["f"]
+        md += ["## (f) Where the time goes (compiled path, one thread)", ""]
+        total = sum(f["phases_us"].values())
+        rows = [[k, round(v, 2), f"{100 * v / total:.0f} %"] for k, v in f["phases_us"].items()]
+        md.append(common.markdown_table(["phase (one image, one iteration)", "µs", "share"], rows))
+        md.append("")
+        rows = [[k, round(v["iterations_per_image"], 1), round(v["us_per_image_iteration"], 2)]
+                for k, v in f["runs"].items()]
+        md.append(common.markdown_table(["run", "iterations per image (mean, counted from 0)",
+                                         "µs per image-iteration, everything included"], rows))
+        md.append("")
     return "\n".join(md)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (< 1 minute)")
-    p.add_argument("--sections", default="abcde", help="any of a, b, c, d, e (default all)")
+    p.add_argument("--sections", default="abcdef", help="any of a, b, c, d, e, f (default all)")
     p.add_argument("--n-batch", type=int, default=256, help="images for (d) and (e)")
     p.add_argument("--repeats-batch", type=int, default=2, help="repeats in (d) and (e)")
     p.add_argument("--n", type=int, default=1000, help="images for (a): first n/10 per class")
@@ -419,7 +495,7 @@ def main(argv=None) -> int:
     name = args.name or ("smoother-quick" if args.quick else "smoother")
     results = {}
     previous = args.out / f"{name}.json"
-    if set(args.sections) != set("abcde") and previous.exists():  # re-run of some sections
+    if set(args.sections) != set("abcdef") and previous.exists():  # re-run of some sections
         from virolbi.io import load_json
         results = load_json(previous)
         results.setdefault("partial_reruns", []).append(
@@ -430,7 +506,7 @@ def main(argv=None) -> int:
         results["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     t0 = time.perf_counter()
     for sec, fn in (("a", section_a), ("b", section_b), ("c", section_c), ("d", section_d),
-                    ("e", section_e)):
+                    ("e", section_e), ("f", section_f)):
         if sec in args.sections:
             print(f"section ({sec}) ...", flush=True)
             results[sec] = fn(args)
