@@ -178,8 +178,10 @@ def _bad_npy(tmp_path: Path, name: str, arr) -> Path:
     ("projection", "unknown projection 'svd'"),
     ("batch size", "--batch-size must be a finite number > 0, got 0"),
     ("same name", "would both be written to"),
-    ("output is a file", "output directory is an existing file"),
-    ("report is a folder", "report must be a file, got a directory"),
+    ("output is a file", "is an existing file; expected a folder"),
+    ("report is a folder", "is a folder; expected a file name"),
+    ("output not writable", "--output-dir /proc/virolbi-out: cannot write in /proc"),
+    ("output under a file", "so no folder can be made under it"),
 ])
 def test_smooth_bad_input_exit_2_one_line_nothing_written(photos, tmp_path, capsys, case, match):
     good = str(photos / "camera.png")
@@ -228,6 +230,11 @@ def test_smooth_bad_input_exit_2_one_line_nothing_written(photos, tmp_path, caps
         args = [good, str(other / "camera.png")]
     elif case == "output is a file":
         out.write_text("I am a file")
+    elif case == "output not writable":  # a pseudo file system: not writable even by root
+        out = Path("/proc/virolbi-out")
+    elif case == "output under a file":
+        (tmp_path / "plain").write_text("a file")
+        out = tmp_path / "plain" / "out"
     report = tmp_path / "r.json"
     if case == "report is a folder":
         report.mkdir()
@@ -315,7 +322,7 @@ def test_path_end_to_end(photos, tmp_path, capsys):
     (["--output-suffix", ".gif"], "--output must end in one of .png"),
     (["--missing"], "image not found"),
     (["--text"], "cannot read"),
-    (["--output-dir"], "--output must be a file, got a directory"),
+    (["--output-dir"], "is a folder; expected a file name"),
 ])
 def test_path_bad_input(photos, tmp_path, capsys, extra, match):
     fig = tmp_path / "out" / "path.png"

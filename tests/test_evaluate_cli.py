@@ -91,6 +91,9 @@ def test_bad_inputs_exit_2_with_one_line(cifar_image_tree, checkpoints, tmp_path
     bad.write_bytes(b"not a checkpoint")
     code = main(["evaluate", "--checkpoint", str(bad)] + base)
     _one_error_line(capsys, code, "could not read")
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
+                 "--output-dir", "/proc/virolbi-eval"])  # checked before the evaluation runs
+    _one_error_line(capsys, code, "--output-dir /proc/virolbi-eval: cannot write in /proc")
     code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--device", "tpu"] + base)
     _one_error_line(capsys, code, "--device must be auto, cpu, cuda or cuda:N, got 'tpu'")
     if not torch.cuda.is_available():

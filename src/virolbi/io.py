@@ -18,7 +18,7 @@ import numpy as np
 from virolbi.errors import InputError
 
 __all__ = ["atomic_path", "save_json", "load_json", "save_text", "read_image", "write_image",
-           "IMAGE_SUFFIXES"]
+           "IMAGE_SUFFIXES", "check_output_dir", "check_output_file", "load_torch_file"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -225,3 +225,46 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", hint: str
             AttributeError, TypeError) as exc:
         raise InputError(f"could not read {p} as a PyTorch {what}: {_torch_load_problem(exc)}"
                          f"{hint}") from None
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe_writable(path: Path, option: str, where: Path) -> None:
+    """Create and remove a temporary file in ``where`` (the real test: permissions, read-only or
+    pseudo file systems, quotas), so that a command fails before its work, not after."""
+    base = _nearest_existing(where)
+    if not base.is_dir():
+        raise InputError(f"{option} {path}: {base} is a file, so no folder can be made under it")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write in {base} "
+                         f"({exc.strerror or type(exc).__name__})") from None
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--output-dir") -> Path:
+    """An output folder the command will write into: an existing file is an error, and the folder
+    (or the nearest existing folder above it) must be writable. Checked before any work."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{option} {p} is an existing file; expected a folder")
+    _probe_writable(p, option, p)
+    return p
+
+
+def check_output_file(path: str | os.PathLike | None, option: str = "--output") -> Path | None:
+    """An output file the command will write (``None`` passes): an existing folder is an error,
+    and its folder must be writable. Checked before any work."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {p} is a folder; expected a file name")
+    _probe_writable(p, option, p.parent)
+    return p

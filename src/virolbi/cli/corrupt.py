@@ -22,6 +22,7 @@ import numpy as np
 from virolbi.cli._common import add_dataset_arguments, load_dataset_from_args
 from virolbi.checks import resolve_device
 from virolbi.errors import InputError
+from virolbi.io import check_output_dir
 
 COMMAND = "corrupt"
 HELP = "write a dataset's noise-corrupted copy in the CIFAR-10-C layout (<name>.npy + labels.npy)"
@@ -111,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
     severities = parse_severities(args.severities)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be a positive integer, got {args.limit}")
+    device = resolve_device(args.device, "--device")
+    check_output_dir(args.output, "--output")
     dataset = load_dataset_from_args(args)
     images, labels = dataset_arrays(dataset, args.limit)
     for name in corruptions:
         path = write_cifar_c(images, labels, args.output, name, severities, seed=args.seed,
-                             batch_size=args.batch_size,
-                             device=resolve_device(args.device, "--device"))
+                             batch_size=args.batch_size, device=device)
         print(f"wrote {path} ({len(severities)} x {len(images)} images, severities "
               f"{','.join(map(str, severities))})", file=sys.stdout)
     return 0

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from virolbi.cli.smooth import (LoadedImage, add_smoother_arguments, check_output_dir, level_tag,
+from virolbi.cli.smooth import (LoadedImage, add_smoother_arguments, level_tag,
                                 parse_levels, smoother_options, write_output)
 from virolbi.errors import InputError
 
@@ -266,7 +266,9 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise InputError(f"--images must name at least one sample photograph, got {args.images!r}")
     options = smoother_options(args)
-    output_dir = check_output_dir(args.output_dir)
+    from virolbi.io import check_output_dir
+
+    output_dir = check_output_dir(args.output_dir, "--output-dir")
     report = DemoReport(options={"sparsity": sparsity, "levels": levels, "size": size,
                                  "images": names, "smoother": options})
     report.images = sample_photographs(names, size)

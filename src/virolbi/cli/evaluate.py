@@ -134,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_unit_interval, resolve_device
+    from virolbi.io import check_output_dir
     from virolbi.evaluate import evaluate, get_suite, write_report
 
     get_suite(args.suite)  # an unknown suite fails before anything is loaded
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if sparsity is not None and args.preprocess_blur:
         raise InputError("give either --preprocess-sparsity or --preprocess-blur, not both")
     device = str(resolve_device(args.device, "--device"))
+    check_output_dir(args.output_dir, "--output-dir")
 
     model, config = build_model(args.checkpoint, model=args.model, width=args.width,
                                 num_classes=args.num_classes)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from virolbi.cli.smooth import (add_smoother_arguments, check_report_path, load_images,
+from virolbi.cli.smooth import (add_smoother_arguments, load_images,
                                 parse_levels, smoothed_batches, smoother_options, warn)
 from virolbi.errors import InputError
+from virolbi.io import check_output_file
 
 COMMAND = "path"
 HELP = "draw the image path: each image smoothed at several sparsity levels (paper Fig. 1a/6)"
@@ -75,9 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.output).lower().endswith(FIGURE_SUFFIXES):
         raise InputError(f"--output must end in one of {', '.join(FIGURE_SUFFIXES)}, got "
                          f"{args.output!r}")
-    if Path(args.output).is_dir():
-        raise InputError(f"--output must be a file, got a directory: {args.output}")
-    check_report_path(args.report)
+    check_output_file(args.output, "--output")
+    check_output_file(args.report, "--report")
     images = load_images(args.images)
     for im in images:
         if im.size[0] not in (1, 3):

@@ -47,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, eval_images=args.eval_images, tables={
             k: dataclasses.replace(t, eval_images=None) for k, t in plan.tables.items()})
     tables = list(plan.tables) if args.table == "all" else [args.table]
-    work = Path(args.work_dir)
-    out = Path(args.output_dir) if args.output_dir else work / "tables"
+    from virolbi.io import check_output_dir
+
+    work = check_output_dir(args.work_dir, "--work-dir")
+    out = check_output_dir(args.output_dir, "--output-dir") if args.output_dir else work / "tables"
     paths = run_tables(plan, tables, work, out, pretrained=args.pretrained,
                        write_only=args.write_only)
     for table, path in paths.items():

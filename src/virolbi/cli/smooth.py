@@ -31,6 +31,7 @@ import torch
 
 from virolbi.checks import check_image_batch, check_levels, check_positive, check_unit_interval
 from virolbi.errors import InputError, UnreachedLevelWarning
+from virolbi.io import check_output_dir, check_output_file
 
 COMMAND = "smooth"
 HELP = "smooth images with ViRoLBI at one sparsity level (writes <stem>_s<level>.png)"
@@ -166,23 +167,6 @@ def load_images(paths: Iterable[str | Path]) -> list[LoadedImage]:
     return [load_image(p) for p in paths]
 
 
-def check_output_dir(path: str | Path) -> Path:
-    """An output folder: created if missing; an existing file is an error."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"output directory is an existing file: {path}")
-    return path
-
-
-def check_report_path(path: str | Path | None) -> Path | None:
-    """A report file to write: ``None`` passes; an existing directory is an error."""
-    if path is None:
-        return None
-    if Path(path).is_dir():
-        raise InputError(f"report must be a file, got a directory: {path}")
-    return Path(path)
-
-
 def size_groups(images: list[LoadedImage], batch_size: int) -> list[list[int]]:
     """Indices of the inputs grouped by size (C, H, W) and float type, in order of first
     appearance, each group cut into batches of at most ``batch_size``."""
@@ -306,8 +290,8 @@ def run(args: argparse.Namespace) -> int:
 
     sparsity = check_unit_interval(args.sparsity, "sparsity")
     options = smoother_options(args)
-    out_dir = check_output_dir(args.output_dir)
-    check_report_path(args.report)
+    out_dir = check_output_dir(args.output_dir, "--output-dir")
+    check_output_file(args.report, "--report")
     images = load_images(args.images)
     names = [output_name(im, sparsity) for im in images]
     seen: dict[str, Path] = {}

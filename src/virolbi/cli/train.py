@@ -29,7 +29,11 @@ def _refuse_silent_overwrite(cfg: dict, args: argparse.Namespace) -> None:
 
     from virolbi.errors import InputError
 
+    from virolbi.io import check_output_dir
+
     out = Path(cfg["output_dir"]) if cfg.get("output_dir") else None
+    if out is not None:
+        check_output_dir(out, "--output-dir" if args.output_dir else "output_dir")
     if out is None or args.resume or args.overwrite:
         return
     held = [f for f in ("last.pt", "model.pt") if (out / f).is_file()]
