@@ -473,3 +473,26 @@ def test_16_bit_gray_png_is_scaled_not_clipped_and_stays_gray(photos, tmp_path, 
         assert img.mode == "L"
         out = np.array(img)
     assert np.array_equal(out, _expected_png(_as_chw(gray8), 0.6))
+
+
+_FULL_DISK = """
+import resource, signal, sys
+import torch, virolbi
+virolbi.smooth(torch.rand(1, 3, 8, 8), 0.6)  # compile (and cache) before the limit
+from virolbi.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+sys.exit(main(["smooth", sys.argv[1], "--sparsity", "0.6", "--output-dir", sys.argv[2]]))
+"""
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(photos, tmp_path):
+    """A real write failure (RLIMIT_FSIZE: every file is cut at 64 bytes, as on a full disk)."""
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK, str(photos / "camera.png"), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("virolbi smooth: error: File too large")
+    assert "Traceback" not in res.stderr
+    assert _files(out) == []  # no half-written file, no temporary

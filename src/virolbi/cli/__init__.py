@@ -15,6 +15,7 @@ exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errno values of a write that failed for lack of room: no space, quota, file-size limit.
+_FILE_SYSTEM_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def fail(command: str, message: str) -> int:
     """Print one error line for ``command`` and return the usage exit code."""
     print(f"virolbi {command}: error: {message}", file=sys.stderr)
@@ -73,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
         name = err.filename if getattr(err, "filename", None) else ""
         return fail(args.command, f"{err.strerror or err}: {name}".rstrip(": "))
+    except OSError as err:
+        if err.errno not in _FILE_SYSTEM_FULL:
+            raise
+        # A full disk (or quota, or file-size limit) while writing: atomic writes have removed
+        # their temporaries, so nothing half-written is left.
+        where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+        return fail(args.command, f"{err.strerror or err}{where}: free some space and run it again "
+                                  "(finished outputs are kept; a rerun resumes where it can)")
     except KeyboardInterrupt:
         print(f"virolbi {args.command}: interrupted", file=sys.stderr)
         return 130
