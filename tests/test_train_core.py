@@ -376,3 +376,18 @@ def test_cli_subprocess_print_config():
                           "optim.epochs=5"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "name: iterative" in out.stdout and "epochs: 5" in out.stdout
+
+
+def test_resume_from_a_structurally_wrong_checkpoint_is_one_line(data, tmp_path):
+    cfg = base_cfg(tmp_path)
+    cfg["resume"] = True
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True)
+    torch.save(tiny_net().state_dict(), out / "last.pt")  # bare weights, not a training checkpoint
+    with pytest.raises(InputError, match=r"not a training checkpoint of virolbi train \(no model, "
+                                         r"optimizer, scheduler, epoch, rng, config\)") as err:
+        train(cfg, model=tiny_net(), train_data=data)
+    assert "\n" not in str(err.value)
+    torch.save([1, 2, 3], out / "last.pt")
+    with pytest.raises(InputError, match="not a training checkpoint \\(a list"):
+        train(cfg, model=tiny_net(), train_data=data)

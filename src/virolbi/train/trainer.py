@@ -219,6 +219,21 @@ def load_checkpoint(path: Any) -> dict[str, Any]:
     return load_torch_file(path, "checkpoint")
 
 
+#: What a training checkpoint written by :func:`train` holds.
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
+
+
+def _check_resumable(ckpt: Any, path: Path, lookahead: bool) -> None:
+    """One line when ``ckpt`` is not a training checkpoint of this trainer (e.g. bare weights)."""
+    if not isinstance(ckpt, Mapping):
+        raise InputError(f"cannot resume from {path}: not a training checkpoint (a "
+                         f"{type(ckpt).__name__}, expected the dict virolbi train writes)")
+    missing = [k for k in _CHECKPOINT_KEYS + (("lookahead",) if lookahead else ()) if k not in ckpt]
+    if missing:
+        raise InputError(f"cannot resume from {path}: not a training checkpoint of virolbi train "
+                         f"(no {', '.join(missing)}); to start from weights use model.pretrained")
+
+
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
     if isinstance(out.get("compute"), Mapping):
@@ -460,16 +475,22 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
     ckpt_path = out / "last.pt" if out else None
     if cfg["resume"] and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
+        _check_resumable(ckpt, ckpt_path, lookahead is not None)
         differs = _first_difference(_comparable(ckpt.get("config", {})), _comparable(cfg))
         if differs is not None:
             raise InputError(f"cannot resume from {ckpt_path}: it was written with a different "
                              f"configuration ({differs} differs; only name, resume, logging, "
                              "device, output_dir, eval and compute.threads may change)")
-        unwrap_model(net).load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        if lookahead is not None:
-            lookahead.load_state_dict(ckpt["lookahead"])
+        try:
+            unwrap_model(net).load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            if lookahead is not None:
+                lookahead.load_state_dict(ckpt["lookahead"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot resume from {ckpt_path}: its state does not fit this "
+                             f"model and optimizer ({first})") from None
         start_epoch = resumed_from = int(ckpt["epoch"])
         rows = list(ckpt.get("metrics", []))
         _set_rng_state(ckpt["rng"])
