@@ -93,3 +93,34 @@ def test_subprocess_bad_severities(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "virolbi corrupt: error: severities must be integers in 1..5 written like '1-5', '2,4' or "
         "'3', got '1-7'"]
+
+
+def test_every_option_the_readme_names_exists():
+    """No documented flag that the command line does not have (the README once named --download)."""
+    import re
+    from pathlib import Path
+
+    from virolbi.cli import build_parser
+
+    parser = build_parser()
+    known = set()
+    for action in parser._actions:
+        for sub in getattr(action, "choices", None) or {}:
+            known |= {o for a in action.choices[sub]._actions for o in a.option_strings}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
+    not_ours = {"--quick"}  # benchmarks/bench_smoother.py's flag, named beside its script
+    assert named - not_ours <= known, sorted(named - not_ours - known)
+
+
+def test_download_flag_reaches_the_loader(monkeypatch):
+    import argparse
+
+    from virolbi.cli import _common
+
+    seen = {}
+    monkeypatch.setattr("virolbi.data.load_dataset", lambda *a, **kw: seen.update(kw) or "ds")
+    p = argparse.ArgumentParser()
+    _common.add_dataset_arguments(p)
+    assert _common.load_dataset_from_args(p.parse_args(["--data", "cifar10", "--download"])) == "ds"
+    assert seen["download"] is True
