@@ -53,6 +53,9 @@ def test_limit_and_severity_subset(cifar_image_tree, tmp_path, cifar_small):
     images, labels = dataset_arrays(load_dataset(str(cifar_image_tree), "test"), 5)
     ref = np.load(write_cifar_c(images, labels, tmp_path / "r", "shot_noise", (2, 4)))
     np.testing.assert_array_equal(arr, ref)
+    # --limit is class-stratified, the same rule as evaluate --limit (not the first N images)
+    assert len(set(labels.tolist())) == 5
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy")[:5], labels)
 
 
 def test_parsers():

@@ -216,7 +216,7 @@ def test_evaluate_input_errors(cifar_one_per_class, template_classifier):
         evaluate(model, (x, y), suite="everything")
     with pytest.raises(InputError, match="dataset images must be uint8 or float"):
         evaluate(model, (x.long(), y))
-    with pytest.raises(InputError, match="device must be like 'cpu'"):
+    with pytest.raises(InputError, match="device must be auto, cpu, cuda or cuda:N, got 'toaster'"):
         evaluate(model, (x, y), device="toaster")
 
     class Ragged(torch.utils.data.Dataset):
@@ -286,3 +286,22 @@ def test_write_report_files(paper_results, tmp_path):
     # a results set without noise or attacks still gets a figure
     small = Results([r for r in paper_results.rows if r.group == "lowres"], [], {})
     assert plot_results(small, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_limit_is_a_class_stratified_subset():
+    """--limit means the same everywhere: as even as possible over the classes (seeded)."""
+    n, classes = 60, 3
+    labels = torch.tensor([0] * 40 + [1] * 15 + [2] * 5)  # unbalanced, sorted by class
+    x = (torch.arange(n, dtype=torch.float32) / 255.0).view(n, 1, 1, 1).expand(n, 3, 4, 4)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, inp):
+            seen.extend(torch.round(inp[:, 0, 0, 0] * 255).long().tolist())
+            return torch.zeros(inp.shape[0], classes)
+
+    evaluate(Spy(), (x.contiguous(), labels), suite="lowres", limit=12, progress=False,
+             sanity=False)
+    picked = sorted(set(seen))
+    assert len(picked) == 12
+    assert torch.bincount(labels[picked], minlength=classes).tolist() == [4, 4, 4]

@@ -73,14 +73,26 @@ def parse_corruptions(text: str) -> tuple[str, ...]:
     return names
 
 
-def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``uint8 (N, H, W, C)`` images and ``int64 (N,)`` labels of a dataset, the first ``limit``."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+def dataset_arrays(dataset: object, limit: int | None = None,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``uint8 (N, H, W, C)`` images and ``int64 (N,)`` labels of a dataset; with ``limit``, a
+    class-stratified subset of that many (:func:`~virolbi.data.subset.balanced_subset`, in dataset
+    order), the same rule as ``virolbi evaluate --limit``."""
+    from virolbi.data.subset import balanced_subset
+
+    targets = getattr(dataset, "targets", None)
+    if limit is None or limit >= len(dataset):
+        order = np.arange(len(dataset))
+    elif targets is not None and len(targets) == len(dataset):
+        order = balanced_subset(np.asarray(targets), limit, seed)
+    else:
+        order = np.arange(limit)
     data = getattr(dataset, "data", None)
     if isinstance(data, np.ndarray) and data.ndim == 4 and data.dtype == np.uint8:
-        return np.ascontiguousarray(data[:n]), np.asarray(dataset.targets[:n], dtype=np.int64)
+        return (np.ascontiguousarray(data[order]),
+                np.asarray(dataset.targets, dtype=np.int64)[order])
     images, labels = [], []
-    for i in range(n):
+    for i in order.tolist():
         img, label = dataset[i]
         arr = np.asarray(img)
         if arr.dtype != np.uint8 or arr.ndim != 3:
@@ -100,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N images (in dataset order)")
+                        help="only N images, as even as possible over the classes, drawn with "
+                             "--seed (the same rule in every command)")
     parser.add_argument("--batch-size", type=int, default=1000, help="images corrupted at once")
     parser.add_argument("--device", default="cpu", help="where the corruption is computed")
 
@@ -115,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, "--device")
     check_output_dir(args.output, "--output")
     dataset = load_dataset_from_args(args)
-    images, labels = dataset_arrays(dataset, args.limit)
+    images, labels = dataset_arrays(dataset, args.limit, args.seed)
     for name in corruptions:
         path = write_cifar_c(images, labels, args.output, name, severities, seed=args.seed,
                              batch_size=args.batch_size, device=device)

@@ -118,7 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time Gaussian blur instead (the Blur baseline's preprocessing: "
                              "kernel 3, sigma 2 below 128 px, kernel 7 above)")
     parser.add_argument("--limit", type=int, default=None,
-                        help="evaluate a random subset of N images (seeded) for a quick run")
+                        help="only N images, as even as possible over the classes, drawn with "
+                             "--seed (the same rule in every command)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (step ε/4)")
     parser.add_argument("--eps-convention", choices=("pixel", "normalized"), default="pixel",

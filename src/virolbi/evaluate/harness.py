@@ -43,6 +43,7 @@ from virolbi.attacks import (
     check_more_steps_not_better,
 )
 from virolbi.checks import check_positive_int, resolve_device
+from virolbi.data.subset import balanced_subset
 from virolbi.errors import InputError
 from virolbi.evaluate.suites import (
     NO_THREAT,
@@ -202,6 +203,13 @@ class _Data:
         self.length = len(self.arrays[1]) if self.arrays is not None else len(dataset)
         if self.length == 0:
             raise InputError("dataset is empty")
+
+    def labels(self) -> np.ndarray | None:
+        """All labels when they are known without reading the images, else ``None``."""
+        if self.arrays is not None:
+            return self.arrays[1].numpy()
+        targets = getattr(self.dataset, "targets", None)
+        return np.asarray(targets) if targets is not None and len(targets) == self.length else None
 
     def batch(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
         if self.arrays is not None:
@@ -442,8 +450,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     data = _Data(dataset)
 
     rng = np.random.default_rng(seed)
-    if limit is not None and limit < data.length:
-        indices = np.sort(rng.choice(data.length, size=limit, replace=False))
+    if limit is not None and limit < data.length:  # stratified by class where labels are known
+        labels = data.labels()
+        indices = (balanced_subset(labels, limit, seed) if labels is not None
+                   else np.sort(rng.choice(data.length, size=limit, replace=False)))
     else:
         indices = np.arange(data.length)
     n = len(indices)

@@ -28,7 +28,7 @@ def eval_dataset(plan: Plan, n_images: int | None = None) -> Any:
     """The plan's evaluation images: a class-stratified, seeded subset of its split (``n_images``
     of them; default the plan's number)."""
     from virolbi.data import load_dataset
-    from virolbi.train.trainer import balanced_subset
+    from virolbi.data.subset import balanced_subset
 
     ds = load_dataset(plan.dataset.get("name", "cifar10-jpeg"), plan.dataset.get("split", "val"),
                       data_dir=plan.dataset.get("data_dir"))
@@ -125,7 +125,7 @@ def square_cell(plan: Plan, name: str, model: nn.Module, data: Any, work: Path,
     from virolbi.evaluate.harness import Results, Row, _preprocess_name
     from virolbi.evaluate.report import save_results
     from virolbi.io import load_json, save_json
-    from virolbi.train.trainer import balanced_subset
+    from virolbi.data.subset import balanced_subset
 
     cfg = plan.square
     out = cell_dir(work, "square", name, "pixel")
