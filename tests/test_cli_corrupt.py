@@ -78,6 +78,14 @@ def test_bad_inputs_exit_2_with_one_line(cifar_image_tree, tmp_path, capsys):
              (["--corruption", "fog"], "corruption must be one or more of"),
              (["--corruption", "gaussian_noise", "--limit", "0"], "--limit must be a positive"),
              (["--corruption", "gaussian_noise", "--split", "val"], "has no 'val' split")]
+    import shutil
+
+    plain = tmp_path / "plain"  # a tree without split folders: the default --split test reads it
+    shutil.copytree(cifar_image_tree / "test", plain)
+    assert main(["corrupt", "--data", str(plain), "--corruption", "gaussian_noise",
+                 "--severities", "1", "--output", str(tmp_path / "p")]) == 0
+    assert np.load(tmp_path / "p" / "gaussian_noise.npy").shape == (20, 32, 32, 3)
+    capsys.readouterr()
     for extra, match in cases:
         code = main(["corrupt", "--data", str(cifar_image_tree), "--output", str(tmp_path / "o")]
                     + extra)

@@ -131,6 +131,14 @@ def test_native_and_carved_splits(tmp_path):
             load_image_folder(src, "test", **kw)
 
 
+def test_a_tree_without_split_folders_is_one_set_for_train_and_test(tmp_path):
+    make_tree(tmp_path / "t", n=2)
+    train, test = load_image_folder(tmp_path / "t", "train"), load_image_folder(tmp_path / "t", "test")
+    assert len(train) == len(test) > 0 and train.targets.tolist() == test.targets.tolist()
+    np.testing.assert_array_equal(train.get_batch(np.arange(len(train)))[0].numpy(),
+                                  test.get_batch(np.arange(len(test)))[0].numpy())
+
+
 def test_split_errors_without_native_splits(tmp_path):
     make_tree(tmp_path / "t", n=2)
     with pytest.raises(InputError, match="has no 'val' split .*pass val_per_class"):

@@ -164,11 +164,10 @@ def _resolve_source(root: Path, native: set[str], split: str, carve: bool) -> st
             hint = "; pass val_per_class to carve one from train" if split == "val" else ""
             raise InputError(f"{root} has no {split!r} split (it has {sorted(native)}){hint}")
         return split
-    if split != "train":
-        hint = "; pass val_per_class to carve one" if split == "val" else ""
-        raise InputError(f"{root} has no {split!r} split (an ImageFolder tree without "
-                         f"train/val/test folders is all training data){hint}")
-    return None
+    if split == "val":  # a validation split is held out of training images: carve it
+        raise InputError(f"{root} has no 'val' split (a tree without train/val/test folders is "
+                         "one set of images); pass val_per_class to carve one from it")
+    return None  # train or test: the whole tree (the one rule for trees without split folders)
 
 
 def _decode_archive(path: Path, split: str, carve: bool, *, classes: Sequence[str] | None,
@@ -265,9 +264,11 @@ def load_image_folder(path: str | os.PathLike, split: str = "train", *,
         A directory or ``.tar`` / ``.tar.gz`` holding ``<class>/<image>`` or
         ``<split>/<class>/<image>`` with split in train, val, test.
     split : {"train", "val", "test"}
-        A native split when the tree has one. With ``val_per_class`` the validation split is
-        carved from the training images instead: the last ``val_per_class`` files (by name) of
-        every class are "val", the others "train".
+        A native split when the tree has one. A tree without split folders is one set of images:
+        "train" and "test" both name all of it (so ``virolbi evaluate``'s default ``--split test``
+        reads a plain folder), and "val" must be carved. With ``val_per_class`` the validation
+        split is carved from the training images instead: the last ``val_per_class`` files (by
+        name) of every class are "val", the others "train".
     val_per_class : int, optional
         Validation images per class to carve (``None``: use the native splits only).
     image_size : int, optional
