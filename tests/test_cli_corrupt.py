@@ -135,3 +135,23 @@ def test_download_flag_reaches_the_loader(monkeypatch):
     _common.add_dataset_arguments(p)
     assert _common.load_dataset_from_args(p.parse_args(["--data", "cifar10", "--download"])) == "ds"
     assert seen["download"] is True
+
+
+def test_one_convention_for_outputs_and_devices_across_commands():
+    """Folders are --output-dir (corrupt's --output stays as an alias), --device defaults to auto
+    wherever a command has it, and `virolbi --help` states the conventions."""
+    from virolbi.cli import CONVENTIONS, build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if getattr(a, "choices", None)).choices
+    folder_outputs = {"smooth", "demo", "corrupt", "evaluate", "reproduce", "train"}
+    for name, sub in subs.items():
+        opts = {o: a for a in sub._actions for o in a.option_strings}
+        if name in folder_outputs:
+            assert "--output-dir" in opts, name
+        if "--output" in opts and name != "corrupt":
+            assert "FIGURE" in (opts["--output"].metavar or ""), name  # --output is one file
+        if "--device" in opts:
+            assert opts["--device"].default in ("auto", None), name
+    assert "--output-dir DIR for a folder" in CONVENTIONS
+    assert " ".join(CONVENTIONS.split()) in " ".join(parser.format_help().split())  # wrapped

@@ -38,12 +38,21 @@ def _command_modules() -> list[ModuleType]:
     return modules
 
 
+#: The conventions every sub-command follows (shown by ``virolbi --help``).
+CONVENTIONS = ("Every command: --output-dir DIR for a folder of results, --output FILE for a "
+               "single file (a figure), --report FILE for a JSON report; --device auto|cpu|cuda|"
+               "cuda:N (default auto: CUDA when there is one); --limit N = N images as even as "
+               "possible over the classes, drawn with --seed; output paths are checked before "
+               "any work; bad input gives one line on stderr and exit status 2.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per command module."""
     parser = argparse.ArgumentParser(
         prog="virolbi",
         description="ViRoLBI: inverse-scale-space total-variation smoothing for robust classifiers "
-                    "(Zhou et al. 2024).")
+                    "(Zhou et al. 2024).",
+        epilog=CONVENTIONS)
     parser.add_argument("--version", action="version", version=f"virolbi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():

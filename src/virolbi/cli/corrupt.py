@@ -109,13 +109,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gaussian_noise, shot_noise, impulse_noise, speckle_noise, a comma "
                              "list of them, or 'all'")
     parser.add_argument("--severities", default="1-5", help="'1-5', '2,4' or '3'")
-    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--output-dir", "--output", dest="output", required=True, metavar="DIR",
+                        help="folder of the <corruption>.npy files (--output: its former name)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--limit", type=int, default=None,
                         help="only N images, as even as possible over the classes, drawn with "
                              "--seed (the same rule in every command)")
     parser.add_argument("--batch-size", type=int, default=1000, help="images corrupted at once")
-    parser.add_argument("--device", default="cpu", help="where the corruption is computed")
+    parser.add_argument("--device", default="auto",
+                        help="where the corruption is computed: auto, cpu, cuda or cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be a positive integer, got {args.limit}")
     device = resolve_device(args.device, "--device")
-    check_output_dir(args.output, "--output")
+    check_output_dir(args.output, "--output-dir")
     dataset = load_dataset_from_args(args)
     images, labels = dataset_arrays(dataset, args.limit, args.seed)
     for name in corruptions:

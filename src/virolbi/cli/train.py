@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="start again in an output_dir that already holds a training")
     parser.add_argument("--output-dir", default=None, help="override output_dir")
+    parser.add_argument("--device", default=None,
+                        help="override device: auto, cpu, cuda or cuda:N (config default auto)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and exit")
 
@@ -50,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("resume=true")
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    if args.device:
+        from virolbi.checks import resolve_device
+
+        resolve_device(args.device, "--device")
+        overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
     if args.print_config:
         print(config_to_yaml(cfg), end="")
