@@ -4,8 +4,13 @@ underscore keeps the dispatcher from listing it)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-__all__ = ["add_dataset_arguments", "load_dataset_from_args"]
+from virolbi.checks import check_levels, check_positive
+from virolbi.errors import InputError
+
+__all__ = ["add_dataset_arguments", "load_dataset_from_args", "add_smoother_arguments",
+           "smoother_options", "parse_levels", "progress", "warn"]
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,3 +41,66 @@ def load_dataset_from_args(args: argparse.Namespace):
 
     return load_dataset(args.data, args.split, data_dir=args.data_dir, image_size=args.image_size,
                         download=args.download)
+
+
+# Options of the smoother, shared by smooth, path and demo.
+
+def add_smoother_arguments(parser: argparse.ArgumentParser) -> None:
+    """The smoother's options (``--kappa --nu --solver --step --max-iter --projection
+    --per-channel``), shared by ``smooth``, ``path`` and ``demo``."""
+    from virolbi.smoother import DEFAULT_SOLVER, PROJECTIONS, SOLVERS
+
+    g = parser.add_argument_group("smoother options (paper §3.1)")
+    g.add_argument("--kappa", type=float, default=5.0,
+                   help="κ of Eq. 5: the larger, the closer LBI follows the inverse scale space")
+    g.add_argument("--nu", type=float, default=1.0,
+                   help="ν of Eq. 2: coupling between Du and γ")
+    g.add_argument("--solver", default=DEFAULT_SOLVER,
+                   help=f"LBI solver, one of {', '.join(SOLVERS)} ('explicit' is Eq. 5 itself)")
+    g.add_argument("--step", type=float, default=None,
+                   help="step α (default: the solver's own, stable and validated)")
+    g.add_argument("--max-iter", type=int, default=None,
+                   help="iteration cap per image (default: from a fixed time horizon)")
+    g.add_argument("--projection", default="graph",
+                   help=f"how Eq. 6 is computed, one of {', '.join(PROJECTIONS)} (same result)")
+    g.add_argument("--per-channel", action="store_true",
+                   help="per-channel ℓ1 sparsity instead of one support shared by all colour "
+                        "channels (group sparsity, Eq. 8)")
+    g.add_argument("--batch-size", type=int, default=16,
+                   help="images of the same size smoothed together")
+
+
+def smoother_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments for :func:`virolbi.smooth` / :func:`virolbi.image_path` from ``args``.
+
+    The library checks them (unknown solver, unstable step, ...); the batch size is checked here.
+    """
+    check_positive(args.batch_size, "--batch-size")
+    return dict(kappa=args.kappa, nu=args.nu, group=not args.per_channel, solver=args.solver,
+                step=args.step, max_iter=args.max_iter, projection=args.projection)
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """Sparsity levels from ``"0.2,0.4,0.6"``: numbers in (0, 1], returned sorted, no repeats.
+
+    >>> parse_levels("0.6, 0.2,1")
+    (0.2, 0.6, 1.0)
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"levels must be comma-separated numbers in (0, 1], e.g. "
+                         f"'0.2,0.4,0.6,0.8,1.0', got {text!r}") from None
+    return check_levels(values, "levels")
+
+
+def progress(total: int, desc: str):
+    """A tqdm bar over images (hidden when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=None, leave=False)
+
+
+def warn(command: str, message: str) -> None:
+    print(f"virolbi {command}: warning: {message}", file=sys.stderr)

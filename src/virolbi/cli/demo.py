@@ -33,8 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from virolbi.cli.smooth import (LoadedImage, add_smoother_arguments, level_tag,
-                                parse_levels, smoother_options, write_output)
+from virolbi.cli._common import add_smoother_arguments, parse_levels, smoother_options
+from virolbi.imagefiles import LoadedImage, level_tag, write_output
 from virolbi.errors import InputError
 
 COMMAND = "demo"
@@ -122,7 +122,8 @@ def image_path_step(output_dir: Path, report: DemoReport) -> None:
     """The image path of every photograph: ``path.png``, the smoothed images at the demo's
     sparsity, and a timing table (iterations per level, seconds, throughput)."""
     from virolbi import image_path
-    from virolbi.cli.smooth import progress, run_catching_unreached
+    from virolbi.cli._common import progress
+    from virolbi.imagefiles import run_catching_unreached
     from virolbi.viz import plot_image_path, save_figure
 
     opts = report.options

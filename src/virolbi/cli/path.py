@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from virolbi.cli.smooth import (add_smoother_arguments, load_images,
-                                parse_levels, smoothed_batches, smoother_options, warn)
+from virolbi.cli._common import add_smoother_arguments, parse_levels, smoother_options, warn
+from virolbi.imagefiles import load_images, smoothed_batches
 from virolbi.errors import InputError
 from virolbi.io import check_output_file
 
