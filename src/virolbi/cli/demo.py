@@ -279,8 +279,11 @@ def run(args: argparse.Namespace) -> int:
         step(output_dir, report)
     report.files += ["report.md", "report.json"]
     save_text(render_markdown(report), output_dir / "report.md")
-    from virolbi import __version__
-    save_json({"version": __version__, "torch": torch.__version__, "options": report.options,
+    from virolbi.provenance import run_metadata
+
+    run = run_metadata("cpu")
+    save_json({"version": run["versions"]["virolbi"], "torch": run["versions"]["torch"],
+               "run": run, "options": report.options,
                "steps": [getattr(s, "__name__", repr(s)) for s in DEMO_STEPS],
                "results": report.data, "files": report.files,
                "seconds": round(time.perf_counter() - start, 6)}, output_dir / "report.json")

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -44,6 +42,7 @@ from virolbi.attacks import (
 )
 from virolbi.checks import check_positive_int, resolve_device
 from virolbi.data.subset import balanced_subset
+from virolbi.provenance import run_metadata
 from virolbi.errors import InputError
 from virolbi.evaluate.suites import (
     NO_THREAT,
@@ -233,31 +232,6 @@ def _spec_seed(seed: int, *parts: object) -> int:
     """An independent 63-bit seed per (seed, perturbation, level, ...)."""
     digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
-
-
-def run_metadata(device: str | torch.device = "cpu") -> dict:
-    """Versions (python, torch, numpy, virolbi), git commit when available, and the device.
-
-    >>> sorted(run_metadata())
-    ['device', 'git_commit', 'versions']
-    """
-    import virolbi
-
-    dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
-    return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": np.__version__, "virolbi": virolbi.__version__},
-            "git_commit": _git_commit(), "device": {"type": dev.type, "name": name}}
 
 
 def _preprocess_name(preprocess: Any) -> str:

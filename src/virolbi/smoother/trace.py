@@ -56,6 +56,12 @@ def _find(parent, a):  # pragma: no cover - compiled
 def _run(x, u, zh, zv, act_h, act_v, prev_h, prev_v, rh, rv, labels, parent, sums, counts, runs,
          ut, n_iter, a_u, a_z, kappa, nu, graph, state):  # pragma: no cover - compiled
     """``n_iter`` Eq. 5 iterations in place; with ``graph``, ũ of every iterate into ``ut``.
+
+    Eq. 5 is also written in :class:`virolbi.smoother.solvers.ExplicitSolver` (batched torch
+    tensors, the reference path). It is spelled again here, on purpose, as one compiled loop over
+    one gray image, because Table 7 times the projection at *every* iteration and a per-iteration
+    tensor call would dominate that timing; ``tests/test_trace.py`` checks this loop against a NumPy
+    Eq. 5 and ``tests/test_smoother_lbi.py`` the torch one.
     ``rh``/``rv`` are zero-padded ``(H, W+1)``/``(H+1, W)`` buffers for ``r = Du - γ``;
     ``prev_h``/``prev_v`` the support at the last labelling. ``state`` = [components, support
     changes, active edges, labellings, runs of equal labels in raster order]."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import platform
 import random
 import sys
 import time
@@ -37,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import virolbi
 from virolbi.data.subset import balanced_subset
+from virolbi.provenance import run_metadata
 from virolbi.errors import InputError
 from virolbi.io import atomic_path, save_json, save_text
 from virolbi.train.augment import alternating_flips, apply_crop_flip, sample_crop_flip
@@ -472,8 +471,9 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
     elif cfg["resume"] and main:
         notes.append(f"resume requested but no checkpoint at {ckpt_path}: starting from scratch")
 
-    run_info = {"virolbi": virolbi.__version__, "torch": torch.__version__,
-                "python": platform.python_version(), "device": str(device), "world_size": world,
+    meta = run_metadata(device)
+    run_info = {**meta["versions"], "git_commit": meta["git_commit"],
+                "device": str(device), "world_size": world,
                 "procedure": procedure.describe(), "train_images": n,
                 "val_images": len(val_data) if val_data is not None else 0,
                 "steps_per_epoch": steps_per_epoch, "notes": notes}
