@@ -19,7 +19,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from virolbi.checks import check_positive_int
 from virolbi.errors import InputError
 
-__all__ = ["ImageDataset", "FileImageDataset", "make_loader", "to_float", "split_per_class"]
+__all__ = ["ImageDataset", "FileImageDataset", "make_loader", "to_float", "split_per_class",
+           "batch_of"]
 
 
 def _as_indices(indices: Any, n: int, name: str = "indices") -> np.ndarray:
@@ -343,3 +344,22 @@ def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, 
     batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
     return DataLoader(_Batched(dataset), batch_size=None, sampler=batches, num_workers=num_workers,
                       collate_fn=collate, persistent_workers=False)
+
+
+def batch_of(dataset: Any, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(B, C, H, W)`` (the dataset's dtype) and ``int64`` labels at ``indices`` of any
+    dataset: :meth:`ImageDataset.get_batch` when it has one, else its ``(image, label)`` items
+    stacked. The one way every part of virolbi batches a dataset."""
+    idx = np.asarray(indices)
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(idx)
+    xs, ys = [], []
+    for i in idx.tolist():
+        img, label = dataset[int(i)]
+        xs.append(img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img)))
+        ys.append(int(label))
+    try:
+        x = torch.stack(xs)
+    except RuntimeError as exc:
+        raise InputError(f"dataset images differ in shape, cannot batch them: {exc}") from None
+    return x, torch.tensor(ys, dtype=torch.long)

@@ -41,6 +41,7 @@ from virolbi.attacks import (
     check_more_steps_not_better,
 )
 from virolbi.checks import check_positive_int, resolve_device
+from virolbi.data.dataset import batch_of
 from virolbi.data.subset import balanced_subset
 from virolbi.provenance import run_metadata
 from virolbi.errors import InputError
@@ -214,18 +215,10 @@ class _Data:
         if self.arrays is not None:
             idx = torch.from_numpy(indices)
             return _as_float_batch(self.arrays[0][idx]), self.arrays[1][idx]
-        xs, ys = [], []
-        for i in indices.tolist():
-            img, label = self.dataset[i]
-            xs.append(torch.as_tensor(np.asarray(img) if not isinstance(img, Tensor) else img))
-            ys.append(int(label))
-        try:
-            x = torch.stack(xs)
-        except RuntimeError as exc:
-            raise InputError(f"dataset images differ in shape, cannot batch them: {exc}") from None
+        x, y = batch_of(self.dataset, indices)
         if x.ndim != 4:
             raise InputError(f"dataset items must be images (C, H, W), got shape {tuple(x.shape[1:])}")
-        return _as_float_batch(x), torch.tensor(ys, dtype=torch.long)
+        return _as_float_batch(x), y.long()
 
 
 def _spec_seed(seed: int, *parts: object) -> int:

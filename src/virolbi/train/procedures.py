@@ -63,9 +63,9 @@ def iterative_level(epoch: int, epochs: int, levels: Sequence[float]) -> float:
 
 
 def _get_batch(dataset: Any, indices: np.ndarray) -> torch.Tensor:
-    if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(indices)[0]
-    return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in indices])
+    from virolbi.data.dataset import batch_of
+
+    return batch_of(dataset, indices)[0]
 
 
 class Procedure:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from virolbi.data.dataset import batch_of
 from virolbi.data.subset import balanced_subset
 from virolbi.provenance import run_metadata
 from virolbi.errors import InputError
@@ -315,12 +316,8 @@ def _evaluate(model: torch.nn.Module, dataset: Any, info: DistInfo, device: torc
         if images is not None:
             x = torch.from_numpy(np.ascontiguousarray(np.take(images, b, axis=0).transpose(0, 3, 1, 2)))
             y = torch.as_tensor(np.asarray(dataset.targets)[b])
-        elif hasattr(dataset, "get_batch"):
-            x, y = dataset.get_batch(b)
         else:
-            items = [dataset[int(i)] for i in b]
-            x = torch.stack([torch.as_tensor(t[0]) for t in items])
-            y = torch.as_tensor([int(t[1]) for t in items])
+            x, y = batch_of(dataset, b)
         x = x.to(device).float() / 255.0 if x.dtype == torch.uint8 else x.to(device)
         y = y.to(device)
         if preprocess is not None:
