@@ -391,3 +391,28 @@ def test_resume_from_a_structurally_wrong_checkpoint_is_one_line(data, tmp_path)
     torch.save([1, 2, 3], out / "last.pt")
     with pytest.raises(InputError, match="not a training checkpoint \\(a list"):
         train(cfg, model=tiny_net(), train_data=data)
+
+
+def test_training_leaves_the_callers_global_state_as_it_was(data, tmp_path):
+    """Seeds, deterministic algorithms and the thread count are the caller's, before and after."""
+    import random
+
+    net = tiny_net()  # (seeds torch itself)
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    random.seed(7)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    random.seed(7)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    cfg = base_cfg(tmp_path)
+    cfg["deterministic"] = True
+    cfg["compute"] = {"threads": 1}
+    cfg["optim"]["epochs"] = 1
+    train(cfg, model=net, train_data=data)
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == det
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    assert got[2] == expected[2]

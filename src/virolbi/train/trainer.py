@@ -369,16 +369,36 @@ def train(config: Mapping[str, Any] | TrainConfig, *, model: Any = None, train_d
     info = init_distributed(cfg["ddp"]["backend"],
                             use_cuda=None if cfg["device"] == "auto" else cfg["device"].startswith("cuda"),
                             timeout_minutes=cfg["ddp"]["timeout_minutes"])
-    threads, before = cfg["compute"]["threads"], torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    threads = cfg["compute"]["threads"]
+    with _caller_state_kept():
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            result = _train(cfg, info, model, train_data, val_data, list(callbacks), path_fn)
+            barrier(info)  # leave together: destroying a gloo group while a peer still runs aborts
+            return result
+        finally:
+            cleanup(info)
+
+
+@contextlib.contextmanager
+def _caller_state_kept():
+    """Training seeds the global generators (torch, NumPy, random) and may switch on deterministic
+    algorithms and change the thread count; the caller gets all of them back as they were."""
+    state = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+             torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
-        result = _train(cfg, info, model, train_data, val_data, list(callbacks), path_fn)
-        barrier(info)     # leave together: destroying a gloo group while a peer still runs aborts
-        return result
+        yield
     finally:
-        cleanup(info)
-        torch.set_num_threads(before)
+        torch.set_rng_state(state[0])
+        np.random.set_state(state[1])
+        random.setstate(state[2])
+        torch.use_deterministic_algorithms(state[3], warn_only=state[4])
+        torch.set_num_threads(state[5])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any,
