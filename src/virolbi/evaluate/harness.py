@@ -19,10 +19,8 @@ harness, a (corruption × severity) table out); reports are written by :mod:`vir
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -30,21 +28,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from virolbi.attacks import (
-    FGSM,
-    PGD,
-    SanityCheck,
-    ThreatModel,
-    attack_with_threat_model,
-    check_accuracy_falls,
-    check_large_eps_near_zero,
-    check_more_steps_not_better,
-)
+from virolbi.attacks import FGSM, PGD, SanityCheck, ThreatModel, attack_with_threat_model
 from virolbi.checks import check_positive_int, resolve_device
-from virolbi.data.dataset import batch_of
 from virolbi.data.subset import balanced_subset
-from virolbi.provenance import run_metadata
 from virolbi.errors import InputError
+from virolbi.evaluate.data import EvalData
+from virolbi.evaluate.results import NO_PREPROCESSING, Results, Row, _Key
+from virolbi.evaluate.sanity_plan import LARGE_EPS, sanity_checks, sanity_specs
+from virolbi.provenance import run_metadata
 from virolbi.evaluate.suites import (
     NO_THREAT,
     PerturbationSpec,
@@ -55,170 +46,10 @@ from virolbi.evaluate.suites import (
 __all__ = ["Results", "Row", "SanityCheck", "evaluate", "run_metadata", "NO_PREPROCESSING",
            "LARGE_EPS"]
 
-#: Preprocessing key of the rows without test-time preprocessing.
-NO_PREPROCESSING = "none"
-
-#: The "very large" ε of the sanity check (on [0, 1] pixels): PGD there should leave ~0 accuracy.
-LARGE_EPS = 128 / 255
-
-_Key = tuple[str, str, str, str]
-
-
-@dataclasses.dataclass
-class Row:
-    """One measured accuracy.
-
-    Attributes
-    ----------
-    perturbation, level, threat_model, preprocessing : str
-        The key (see :mod:`virolbi.evaluate.suites`); ``preprocessing`` is ``"none"`` or the
-        preprocessor's name, ``threat_model`` is ``"none"`` for rows that are not adversarial.
-    accuracy : float
-        ``correct / n`` in [0, 1].
-    correct, n : int
-        Correctly classified images and images evaluated.
-    group : str
-        The paper table the row belongs to (``clean``, ``noise``, ``adversarial``, ``lowres``,
-        ``frequency``) or ``sanity``.
-    value : float or None
-        The level as a number (severity, ε, scale, radius).
-    params : dict
-        Anything else that defines the row (attack steps and step size, ...).
-    """
-
-    perturbation: str
-    level: str
-    threat_model: str
-    preprocessing: str
-    accuracy: float
-    correct: int
-    n: int
-    group: str
-    value: float | None = None
-    params: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def key(self) -> _Key:
-        return (self.perturbation, self.level, self.threat_model, self.preprocessing)
-
-
-@dataclasses.dataclass
-class Results:
-    """What :func:`evaluate` returns: tidy rows, sanity checks and run metadata.
-
-    ``results[perturbation, level, threat_model, preprocessing]`` gives the :class:`Row`;
-    :meth:`accuracy` the number. :meth:`to_dict` / :meth:`from_dict` round-trip through JSON.
-    """
-
-    rows: list[Row]
-    sanity: list[SanityCheck]
-    meta: dict
-
-    def __getitem__(self, key: _Key) -> Row:
-        for row in self.rows:
-            if row.key == tuple(key):
-                return row
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return any(row.key == key for row in self.rows)
-
-    def accuracy(self, perturbation: str, level: str = "-", threat_model: str = NO_THREAT,
-                 preprocessing: str = NO_PREPROCESSING) -> float:
-        """The accuracy of one row; ``KeyError`` if it was not evaluated."""
-        return self[perturbation, level, threat_model, preprocessing].accuracy
-
-    @property
-    def preprocessings(self) -> list[str]:
-        """The preprocessing keys present, ``"none"`` first."""
-        seen = [NO_PREPROCESSING] if any(r.preprocessing == NO_PREPROCESSING for r in self.rows) else []
-        for r in self.rows:
-            if r.preprocessing not in seen:
-                seen.append(r.preprocessing)
-        return seen
-
-    def select(self, **where: Any) -> list[Row]:
-        """Rows whose attributes equal the given values, e.g. ``select(group="noise")``."""
-        return [r for r in self.rows if all(getattr(r, k) == v for k, v in where.items())]
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict: ``{"meta": ..., "rows": [...], "sanity": [...]}``."""
-        return {"meta": self.meta, "rows": [dataclasses.asdict(r) for r in self.rows],
-                "sanity": [s.to_dict() for s in self.sanity]}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Results":
-        """Inverse of :meth:`to_dict`; raises :class:`InputError` on a malformed dict."""
-        if not isinstance(data, dict) or not {"meta", "rows", "sanity"} <= set(data):
-            raise InputError("results must be a dict with keys 'meta', 'rows' and 'sanity', got "
-                             f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
-        try:
-            rows = [Row(**r) for r in data["rows"]]
-            sanity = [SanityCheck(**s) for s in data["sanity"]]
-        except TypeError as exc:
-            raise InputError(f"malformed results row: {exc}") from None
-        return cls(rows=rows, sanity=sanity, meta=dict(data["meta"]))
-
-
-# ----------------------------------------------------------------------------------------- inputs
-
 def _check_count(value: Any, name: str, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     return check_positive_int(value, name)
-
-
-def _as_float_batch(images: Tensor) -> Tensor:
-    if images.dtype == torch.uint8:
-        return images.to(torch.float32) / 255.0
-    if not images.is_floating_point():
-        raise InputError(f"dataset images must be uint8 or float in [0, 1], got dtype {images.dtype}")
-    return images
-
-
-class _Data:
-    """Uniform batched access to the supported dataset forms (see :func:`evaluate`)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.arrays: tuple[Any, Any] | None = None
-        if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
-            images, labels = dataset
-            images = torch.as_tensor(images)
-            labels = torch.as_tensor(np.asarray(labels)).long()
-            if images.ndim != 4 or labels.shape != (images.shape[0],):
-                raise InputError("dataset given as (images, labels) must hold images (N, C, H, W) and "
-                                 f"labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
-            self.arrays, self.kind = (images, labels), "tensors"
-        elif (isinstance(getattr(dataset, "data", None), np.ndarray) and dataset.data.ndim == 4
-              and dataset.data.dtype == np.uint8 and hasattr(dataset, "targets")):
-            images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2)
-            labels = torch.as_tensor(np.asarray(dataset.targets)).long()
-            self.arrays, self.kind = (images, labels), "arrays"
-        elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-            self.dataset, self.kind = dataset, "items"
-        else:
-            raise InputError("dataset must be a torch Dataset of (image, label), an object with "
-                             "uint8 .data (N, H, W, C) and .targets, or a pair (images, labels); got "
-                             f"{type(dataset).__name__}")
-        self.length = len(self.arrays[1]) if self.arrays is not None else len(dataset)
-        if self.length == 0:
-            raise InputError("dataset is empty")
-
-    def labels(self) -> np.ndarray | None:
-        """All labels when they are known without reading the images, else ``None``."""
-        if self.arrays is not None:
-            return self.arrays[1].numpy()
-        targets = getattr(self.dataset, "targets", None)
-        return np.asarray(targets) if targets is not None and len(targets) == self.length else None
-
-    def batch(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
-        if self.arrays is not None:
-            idx = torch.from_numpy(indices)
-            return _as_float_batch(self.arrays[0][idx]), self.arrays[1][idx]
-        x, y = batch_of(self.dataset, indices)
-        if x.ndim != 4:
-            raise InputError(f"dataset items must be images (C, H, W), got shape {tuple(x.shape[1:])}")
-        return _as_float_batch(x), y.long()
 
 
 def _spec_seed(seed: int, *parts: object) -> int:
@@ -262,62 +93,6 @@ def _attack(name: str, eps: Any, steps: int, step_size: float | None,
 
 
 # -------------------------------------------------------------------------------------- evaluate
-
-_CLASSIFIER = ThreatModel.CLASSIFIER.value
-
-
-def _sanity_specs(specs: Sequence[PerturbationSpec], pgd_steps: int
-                  ) -> tuple[list[tuple[PerturbationSpec, int]], dict]:
-    """Extra attack runs the sanity checks need (classifier alone, no preprocessing): PGD at
-    ε = :data:`LARGE_EPS`, and PGD at 8/255 with fewer and more steps (``pgd-<steps>``)."""
-    attacks = {(s.perturbation, s.level) for s in specs if s.group == "adversarial"}
-    if not attacks:
-        return [], {}
-    large = PerturbationSpec("pgd", level_label(LARGE_EPS), LARGE_EPS, "sanity", (_CLASSIFIER,))
-    extra = [(large, pgd_steps)]
-    fewer = max(1, pgd_steps // 2)
-    more = pgd_steps if pgd_steps > fewer else 2
-    for k in (fewer, more):
-        if not (k == pgd_steps and ("pgd", "8/255") in attacks):
-            extra.append((PerturbationSpec(f"pgd-{k}", "8/255", 8 / 255, "sanity", (_CLASSIFIER,)), k))
-    return extra, {"large_eps": large.level, "steps": (fewer, more)}
-
-
-def _sanity_checks(rows: dict[_Key, Row], plan: dict, pgd_steps: int, n: int) -> list[SanityCheck]:
-    """The three checks of :mod:`virolbi.attacks.sanity` on the rows without preprocessing."""
-    if not plan:
-        return []
-
-    def acc(p: str, level: str) -> float | None:
-        threat = NO_THREAT if p == "clean" else _CLASSIFIER
-        row = rows.get((p, level, threat, NO_PREPROCESSING))
-        return None if row is None else row.accuracy
-
-    def curve(attack: str) -> list[tuple[float, float]]:
-        pts = [(0.0, acc("clean", "-"))] + [
-            (r.value, r.accuracy) for r in rows.values()
-            if r.perturbation == attack and r.threat_model == _CLASSIFIER
-            and r.preprocessing == NO_PREPROCESSING]
-        return [(e, a) for e, a in pts if a is not None]
-
-    checks = []
-    for attack in ("fgsm", "pgd"):
-        pts = curve(attack)
-        if len(pts) >= 2:
-            c = check_accuracy_falls(pts, n=n)
-            checks.append(SanityCheck(f"{attack.upper()}: {c.name}", c.passed, c.detail))
-    pts = curve("pgd")
-    if pts:
-        c = check_large_eps_near_zero(pts)
-        checks.append(SanityCheck(f"PGD: {c.name}", c.passed, c.detail))
-    fewer, more = plan["steps"]
-    by_steps = [(k, acc("pgd", "8/255") if k == pgd_steps and acc(f"pgd-{k}", "8/255") is None
-                 else acc(f"pgd-{k}", "8/255")) for k in (fewer, more)]
-    if all(a is not None for _, a in by_steps):
-        c = check_more_steps_not_better(by_steps, n=n)
-        checks.append(SanityCheck(f"PGD at 8/255: {c.name}", c.passed, c.detail))
-    return checks
-
 
 def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[PerturbationSpec] = "paper",
              preprocess: Callable[[Tensor], Tensor] | None = None, limit: int | None = None,
@@ -414,7 +189,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     batch_size = _check_count(batch_size, "batch_size")
     pgd_steps = _check_count(pgd_steps, "pgd_steps")
     dev = resolve_device(device, "device")
-    data = _Data(dataset)
+    data = EvalData(dataset)
 
     rng = np.random.default_rng(seed)
     if limit is not None and limit < data.length:  # stratified by class where labels are known
@@ -429,7 +204,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     specs = get_suite(suite, size) if isinstance(suite, str) else tuple(suite)
     if not specs or not all(isinstance(s, PerturbationSpec) for s in specs):
         raise InputError("suite must be a suite name or a non-empty sequence of PerturbationSpec")
-    extra, plan = _sanity_specs(specs, pgd_steps) if sanity else ([], {})
+    extra, plan = sanity_specs(specs, pgd_steps) if sanity else ([], {})
     work = [(s, pgd_steps) for s in specs] + extra
 
     pname = (preprocess_name or _preprocess_name(preprocess)) if preprocess is not None else None
@@ -486,7 +261,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     for key, (correct, total, spec, params) in counts.items():
         rows[key] = Row(*key, accuracy=correct / total, correct=correct, n=total, group=spec.group,
                         value=spec.value, params=params)
-    checks = _sanity_checks(rows, plan, pgd_steps, n) if sanity else []
+    checks = sanity_checks(rows, plan, pgd_steps, n) if sanity else []
 
     info = run_metadata(dev)
     info.update({
