@@ -23,8 +23,6 @@ epoch, written atomically: model, optimizer, scheduler, epoch, RNG states, confi
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import random
 import sys
 import time
@@ -34,28 +32,23 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from virolbi.data.dataset import batch_of
 from virolbi.data.subset import balanced_subset
 from virolbi.provenance import run_metadata
 from virolbi.errors import InputError
-from virolbi.io import atomic_path, save_json, save_text
-from virolbi.train.augment import alternating_flips, apply_crop_flip, sample_crop_flip
+from virolbi.io import atomic_path
 from virolbi.train.config import resolve_config, save_config
 from virolbi.train.model_hooks import data_fitted_modules, init_from_data
-from virolbi.train.model_hooks import start_epoch as notify_epoch_start
 from virolbi.train.optim import Lookahead, build_optimizer
 from virolbi.train.schedule import lr_factor
-from virolbi.train.ddp import (DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, shard,
-                               unwrap_model, wrap_model)
+from virolbi.train.ddp import (DistInfo, barrier, cleanup, init_distributed, unwrap_model,
+                               wrap_model)
+from virolbi.train.loop import (METRIC_FIELDS, TrainingRun, _tensorboard, _train_step,  # noqa: F401
+                                set_rng_state)
 from virolbi.train.procedures import Procedure, build_procedure
 
 __all__ = ["train", "TrainResult", "TrainConfig", "balanced_subset", "load_checkpoint",
            "METRIC_FIELDS"]
-
-METRIC_FIELDS = ("epoch", "lr", "sparsity", "train_loss", "train_acc", "val_loss", "val_acc",
-                 "val_acc_pre", "epoch_time", "prepare_time")
 
 # Keys that may differ between an interrupted run and its resumption.
 _RESUME_FREE = ("name", "resume", "logging", "device", "output_dir", "eval")
@@ -114,15 +107,6 @@ class TrainResult:
         return self.metrics[-1] if self.metrics else {}
 
 
-def _mix(*values: int) -> int:
-    """A 63-bit seed from integers (SplitMix-style), so nearby seeds give unrelated streams."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (int(v) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
-        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
 def _device(spec: str, info: DistInfo) -> torch.device:
     from virolbi.checks import resolve_device
 
@@ -164,27 +148,6 @@ def _build_model(cfg: dict, model: Any, num_classes: int) -> torch.nn.Module:
     m = cfg["model"]
     return create_model(m["name"], num_classes, width=m["width"], pretrained=m["pretrained"],
                         image_size=m["image_size"], drop_head=m["drop_head"], **(m["kwargs"] or {}))
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_checkpoint(path: Any) -> dict[str, Any]:
@@ -239,94 +202,6 @@ def _fit_to_training_images(cfg: dict, net: torch.nn.Module, procedure: Procedur
     idx = balanced_subset(np.asarray(train_data.targets), m, cfg["seed"])
     x = procedure.fetch(idx, 0, cfg["optim"]["epochs"]).to(device).float() / 255.0
     init_from_data(net, procedure.transform(x))
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                scale: float, cfg: dict, device: torch.device) -> tuple[float, int]:
-    """One optimiser step on the batch ``(x, y)``, in micro-batches whose gradients accumulate.
-
-    The loss of each micro-batch is its summed cross-entropy times ``scale`` (1 / global batch,
-    times the process count under DDP), so the step is the same whatever the micro-batch size
-    (up to floating-point order and BatchNorm statistics). Returns (summed loss, correct).
-    """
-    comp, o = cfg["compute"], cfg["optim"]
-    if comp["channels_last"]:
-        x = x.contiguous(memory_format=torch.channels_last)
-    size = comp["micro_batch"] or x.shape[0]
-    chunks = list(zip(x.split(size), y.split(size)))
-    opt.zero_grad(set_to_none=True)
-    loss_total, correct = 0.0, 0
-    for i, (xs, ys) in enumerate(chunks):
-        sync = i == len(chunks) - 1 or not hasattr(net, "no_sync")
-        with (contextlib.nullcontext() if sync else net.no_sync()):
-            with _autocast(device, comp["precision"]):
-                logits = net(xs)
-            loss_sum = F.cross_entropy(logits.float(), ys, reduction="sum",
-                                       label_smoothing=o["label_smoothing"])
-            (loss_sum * scale).backward()
-        loss_total += loss_sum.item()
-        correct += int((logits.argmax(1) == ys).sum().item())
-    if o["grad_clip"]:
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                       o["grad_clip"])
-    opt.step()
-    return loss_total, correct
-
-
-def _write_metrics(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_FIELDS})
-    save_text(buf.getvalue(), out / "metrics.csv")
-    save_json({"info": info, "epochs": rows}, out / "metrics.json")
-
-
-def _tensorboard(out: Path, enabled: bool, notes: list[str]) -> Any:
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        notes.append("tensorboard is not installed: TensorBoard logging skipped "
-                     "(pip install virolbi[tensorboard])")
-        return None
-    return SummaryWriter(log_dir=str(out / "tb"))
-
-
-@torch.no_grad()
-def _evaluate(model: torch.nn.Module, dataset: Any, info: DistInfo, device: torch.device,
-              batch_size: int, preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
-              images: np.ndarray | None = None) -> tuple[float, float]:
-    """(mean loss, accuracy) over ``dataset`` (or over ``images``, uint8 (N, H, W, C), with the
-    dataset's labels), sharded over processes."""
-    model.eval()
-    n = len(dataset)
-    idx = shard(torch.arange(n), info.rank, info.world_size)
-    totals = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, idx.numel(), batch_size):
-        b = idx[start:start + batch_size].numpy()
-        if images is not None:
-            x = torch.from_numpy(np.ascontiguousarray(np.take(images, b, axis=0).transpose(0, 3, 1, 2)))
-            y = torch.as_tensor(np.asarray(dataset.targets)[b])
-        else:
-            x, y = batch_of(dataset, b)
-        x = x.to(device).float() / 255.0 if x.dtype == torch.uint8 else x.to(device)
-        y = y.to(device)
-        if preprocess is not None:
-            x = preprocess(x)
-        logits = model(x)
-        totals += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(),
-                                (logits.argmax(1) == y).sum().item(), y.numel()], dtype=torch.float64)
-    totals = all_reduce_sum(totals, info)
-    return float(totals[0] / max(totals[2], 1)), float(totals[1] / max(totals[2], 1))
 
 
 def train(config: Mapping[str, Any] | TrainConfig, *, model: Any = None, train_data: Any = None,
@@ -401,189 +276,142 @@ def _caller_state_kept():
             torch.cuda.set_rng_state_all(cuda)
 
 
-def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any,
-           callbacks: list, path_fn: Any) -> TrainResult:
-    device = _device(cfg["device"], info)
+def _seed_everything(cfg: dict) -> None:
+    """Determinism and the global seeds of the run (restored for the caller by :func:`train`)."""
     if cfg["deterministic"]:
         torch.use_deterministic_algorithms(True)
-    seed = cfg["seed"]
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    out = Path(cfg["output_dir"]) if cfg["output_dir"] else None
-    main = info.is_main
-    notes: list[str] = []
-    progress = cfg["logging"]["progress"] and main
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"] % 2**32)
+    random.seed(cfg["seed"])
 
-    train_data, val_data = _load_data(cfg, train_data, val_data)
-    num_classes = cfg["data"]["num_classes"] or len(getattr(train_data, "classes", []) or
-                                                     np.unique(train_data.targets))
-    n = len(train_data)
-    o = cfg["optim"]
-    world = info.world_size
-    if n < world:
-        raise InputError(f"the training set has {n} images, fewer than the {world} processes")
 
-    # --- procedure (rank 0 builds the smoothed caches, the others then read them) ---
+def _prepare_procedure(cfg: dict, info: DistInfo, train_data: Any, val_data: Any,
+                       path_fn: Any) -> tuple[Procedure, np.ndarray | None, float]:
+    """The procedure with its smoothed caches built (rank 0 builds them, the others then read
+    them), the smoothed validation images when validation smooths at test time, and the seconds."""
     t0 = time.perf_counter()
     procedure: Procedure = build_procedure(cfg["procedure"], path_fn=path_fn)
-    val_pre_images = None
+    progress = cfg["logging"]["progress"] and info.is_main
+    val_pre = None
     for turn in ((0,) if not info.distributed else (0, 1)):
-        if (turn == 0) == main:
-            procedure.prepare(train_data, progress=progress or None if main else False)
+        if (turn == 0) == info.is_main:
+            procedure.prepare(train_data, progress=progress or None if info.is_main else False)
             tts = cfg["eval"]["test_time_sparsity"]
             if val_data is not None and tts is not None and procedure.test_preprocess(
                     torch.zeros(1, 3, 8, 8)) is None:
                 from virolbi.train.smoothed_cache import smoothed_images
 
-                val_pre_images = smoothed_images(
+                val_pre = smoothed_images(
                     np.asarray(val_data.data), [tts], cache_dir=cfg["procedure"]["cache_dir"],
                     batch_size=cfg["procedure"]["cache_batch_size"], progress=progress or None,
                     path_fn=path_fn, **(cfg["procedure"]["smoother"] or {})).at(tts)
         barrier(info)
-    prepare_time = time.perf_counter() - t0
+    return procedure, val_pre, time.perf_counter() - t0
 
-    # --- model, optimizer, schedule ---
+
+def _steps_per_epoch(o: dict, n: int, world: int) -> int:
+    gb = o["batch_size"]
+    steps = n // gb + (1 if n % gb >= world and not o["drop_last"] else 0)
+    if o["max_steps_per_epoch"]:
+        steps = min(steps, o["max_steps_per_epoch"])
+    if steps < 1:
+        raise InputError(f"optim.drop_last with {n} training images and batch {gb} leaves no step")
+    return steps
+
+
+def _build_training(cfg: dict, info: DistInfo, device: torch.device, model: Any, procedure: Any,
+                    train_data: Any, num_classes: int) -> tuple:
+    """Model (fitted to the data where it has data-fitted layers), optimiser, schedule, lookahead."""
+    o = cfg["optim"]
     net = _build_model(cfg, model, num_classes).to(device)
     _fit_to_training_images(cfg, net, procedure, train_data, device)
     if cfg["compute"]["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     net = wrap_model(net, info, device, cfg["ddp"]["sync_batchnorm"])
     opt = build_optimizer(o, net)
-    gb = o["batch_size"]
-    steps_per_epoch = n // gb + (1 if n % gb >= world and not o["drop_last"] else 0)
-    if o["max_steps_per_epoch"]:
-        steps_per_epoch = min(steps_per_epoch, o["max_steps_per_epoch"])
-    if steps_per_epoch < 1:
-        raise InputError(f"optim.drop_last with {n} training images and batch {gb} leaves no step")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(o, steps_per_epoch))
-    la_cfg = o["lookahead"]
-    lookahead = (Lookahead(unwrap_model(net), la_cfg["every"], la_cfg["decay"], la_cfg["power"],
-                           o["epochs"] * steps_per_epoch) if la_cfg["every"] else None)
+    steps = _steps_per_epoch(o, len(train_data), info.world_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(o, steps))
+    la = o["lookahead"]
+    lookahead = (Lookahead(unwrap_model(net), la["every"], la["decay"], la["power"],
+                           o["epochs"] * steps) if la["every"] else None)
+    return net, opt, sched, lookahead, steps
 
-    # --- resume ---
-    start_epoch, rows, resumed_from = 0, [], None
-    ckpt_path = out / "last.pt" if out else None
-    if cfg["resume"] and ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        _check_resumable(ckpt, ckpt_path, lookahead is not None)
-        differs = _first_difference(_comparable(ckpt.get("config", {})), _comparable(cfg))
-        if differs is not None:
-            raise InputError(f"cannot resume from {ckpt_path}: it was written with a different "
-                             f"configuration ({differs} differs; only name, resume, logging, "
-                             "device, output_dir, eval and compute.threads may change)")
-        try:
-            unwrap_model(net).load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            if lookahead is not None:
-                lookahead.load_state_dict(ckpt["lookahead"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot resume from {ckpt_path}: its state does not fit this "
-                             f"model and optimizer ({first})") from None
-        start_epoch = resumed_from = int(ckpt["epoch"])
-        rows = list(ckpt.get("metrics", []))
-        _set_rng_state(ckpt["rng"])
-    elif cfg["resume"] and main:
-        notes.append(f"resume requested but no checkpoint at {ckpt_path}: starting from scratch")
 
-    meta = run_metadata(device)
-    run_info = {**meta["versions"], "git_commit": meta["git_commit"],
-                "device": str(device), "world_size": world,
-                "procedure": procedure.describe(), "train_images": n,
-                "val_images": len(val_data) if val_data is not None else 0,
-                "steps_per_epoch": steps_per_epoch, "notes": notes}
-    writer = None
-    if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        writer = _tensorboard(out, cfg["logging"]["tensorboard"], notes)
+def _resume(cfg: dict, ckpt_path: Path | None, run: TrainingRun, notes: list[str]) -> int | None:
+    """Load ``last.pt`` into the run when asked and present; the epoch it resumes from."""
+    if not cfg["resume"] or ckpt_path is None or not ckpt_path.exists():
+        if cfg["resume"] and run.info.is_main:
+            notes.append(f"resume requested but no checkpoint at {ckpt_path}: starting from scratch")
+        return None
+    ckpt = load_checkpoint(ckpt_path)
+    _check_resumable(ckpt, ckpt_path, run.lookahead is not None)
+    differs = _first_difference(_comparable(ckpt.get("config", {})), _comparable(cfg))
+    if differs is not None:
+        raise InputError(f"cannot resume from {ckpt_path}: it was written with a different "
+                         f"configuration ({differs} differs; only name, resume, logging, "
+                         "device, output_dir, eval and compute.threads may change)")
+    try:
+        unwrap_model(run.net).load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.sched.load_state_dict(ckpt["scheduler"])
+        if run.lookahead is not None:
+            run.lookahead.load_state_dict(ckpt["lookahead"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot resume from {ckpt_path}: its state does not fit this "
+                         f"model and optimizer ({first})") from None
+    run.rows[:] = list(ckpt.get("metrics", []))
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"])
+
+
+def _open_outputs(cfg: dict, run: TrainingRun, notes: list[str]) -> None:
+    """The run folder with its resolved config and TensorBoard writer; the notes printed."""
+    if run.out is not None and run.info.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.out / "config.yaml")
+        run.writer = _tensorboard(run.out, cfg["logging"]["tensorboard"], notes)
     for note in notes:
-        if main:
+        if run.info.is_main:
             print(f"virolbi train: note: {note}", file=sys.stderr)
 
-    from tqdm.auto import tqdm
 
-    aug = cfg["augment"]
-    pad, flip = aug["crop_padding"], aug["flip"]
-    base_flips = (torch.rand(n, generator=torch.Generator().manual_seed(_mix(seed, 3))) < 0.5
-                  if flip == "alternating" else None)
-    epochs = o["epochs"]
+def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any,
+           callbacks: list, path_fn: Any) -> TrainResult:
+    """The steps of a training: seeds, data, procedure, model and optimiser, resume, outputs, the
+    epoch loop (:class:`~virolbi.train.loop.TrainingRun`), the final weights."""
+    device = _device(cfg["device"], info)
+    _seed_everything(cfg)
+    out = Path(cfg["output_dir"]) if cfg["output_dir"] else None
+    train_data, val_data = _load_data(cfg, train_data, val_data)
+    num_classes = cfg["data"]["num_classes"] or len(getattr(train_data, "classes", []) or
+                                                     np.unique(train_data.targets))
+    n = len(train_data)
+    if n < info.world_size:
+        raise InputError(f"the training set has {n} images, fewer than the {info.world_size} "
+                         "processes")
+    procedure, val_pre, prepare_time = _prepare_procedure(cfg, info, train_data, val_data, path_fn)
+    net, opt, sched, lookahead, steps = _build_training(cfg, info, device, model, procedure,
+                                                        train_data, num_classes)
+    run = TrainingRun(cfg, info, device, procedure, train_data, val_data, net, opt, sched,
+                      lookahead, steps, out, {}, val_pre, prepare_time)
+    notes: list[str] = []
+    resumed_from = _resume(cfg, out / "last.pt" if out else None, run, notes)
+    meta = run_metadata(device)
+    run.run_info.update({**meta["versions"], "git_commit": meta["git_commit"],
+                         "device": str(device), "world_size": info.world_size,
+                         "procedure": procedure.describe(), "train_images": n,
+                         "val_images": len(val_data) if val_data is not None else 0,
+                         "steps_per_epoch": steps, "notes": notes})
+    _open_outputs(cfg, run, notes)
     try:
-        for epoch in range(start_epoch, epochs):
-            t_epoch = time.perf_counter()
-            torch.manual_seed(_mix(seed, epoch, info.rank, 1))
-            notify_epoch_start(unwrap_model(net), epoch, epochs)
-            net.train()
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-            level = procedure.level(epoch, epochs)
-            totals = torch.zeros(3, dtype=torch.float64)
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                       disable=None if progress else True, leave=False)
-            for step in bar:
-                gidx = order[step * gb:(step + 1) * gb]
-                g = torch.Generator().manual_seed(_mix(seed, epoch, step, 2))
-                dy, dx, flips = sample_crop_flip(gidx.numel(), pad, flip is not False, g)
-                if base_flips is not None:
-                    flips = alternating_flips(base_flips[gidx], epoch)
-                part = shard(torch.arange(gidx.numel()), info.rank, world)
-                idx = gidx[part].numpy()
-                x = procedure.fetch(idx, epoch, epochs).to(device).float() / 255.0
-                x = procedure.transform(x)
-                x = apply_crop_flip(x, dy[part], dx[part], flips[part], pad, aug["pad_mode"])
-                y = torch.as_tensor(np.asarray(train_data.targets)[idx]).to(device)
-                # DDP averages gradients over processes: scale so the result is the global mean.
-                loss_sum, correct = _train_step(net, opt, x, y, world / gidx.numel(), cfg, device)
-                sched.step()
-                if lookahead is not None:
-                    lookahead.after_step(unwrap_model(net), epoch * steps_per_epoch + step + 1)
-                totals += torch.tensor([loss_sum, correct, y.numel()], dtype=torch.float64)
-                if progress:
-                    bar.set_postfix(loss=f"{loss_sum / max(1, y.numel()):.3f}")
-            totals = all_reduce_sum(totals, info)
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
-                                   "sparsity": level, "train_loss": float(totals[0] / totals[2]),
-                                   "train_acc": float(totals[1] / totals[2]), "val_loss": None,
-                                   "val_acc": None, "val_acc_pre": None}
-            last = epoch + 1 == epochs
-            if val_data is not None and ((epoch + 1) % cfg["eval"]["every"] == 0 or last):
-                bs = cfg["eval"]["batch_size"]
-                row["val_loss"], row["val_acc"] = _evaluate(net, val_data, info, device, bs, None)
-                own = procedure.test_preprocess
-                if own(torch.zeros(1, 3, 8, 8)) is not None:
-                    row["val_acc_pre"] = _evaluate(net, val_data, info, device, bs, own)[1]
-                elif val_pre_images is not None:
-                    row["val_acc_pre"] = _evaluate(net, val_data, info, device, bs, None,
-                                                   images=val_pre_images)[1]
-            row["epoch_time"] = time.perf_counter() - t_epoch
-            row["prepare_time"] = prepare_time if epoch == start_epoch else 0.0
-            rows.append(row)
-            if main and out is not None:
-                ckpt = {"model": unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": _rng_state(),
-                        "config": cfg, "metrics": rows}
-                if lookahead is not None:
-                    ckpt["lookahead"] = lookahead.state_dict()
-                with atomic_path(ckpt_path) as tmp:
-                    torch.save(ckpt, tmp)
-                if cfg["logging"]["keep_checkpoints"]:
-                    with atomic_path(out / f"epoch_{epoch + 1:04d}.pt") as tmp:
-                        torch.save(ckpt, tmp)
-                _write_metrics(out, rows, run_info)
-                if writer is not None:
-                    for key, value in row.items():
-                        if key != "epoch" and value is not None:
-                            writer.add_scalar(key, value, epoch + 1)
-                    writer.flush()
-            for cb in callbacks:
-                cb(epoch + 1, row)
+        run.run(resumed_from or 0, callbacks)
         final = unwrap_model(net)
-        if main and out is not None:
+        if info.is_main and out is not None:
             with atomic_path(out / "model.pt") as tmp:
                 torch.save(final.state_dict(), tmp)
     finally:
-        if writer is not None:
-            writer.close()
+        if run.writer is not None:
+            run.writer.close()
     final.eval()
-    return TrainResult(final, rows, cfg, out, resumed_from, run_info)
+    return TrainResult(final, run.rows, cfg, out, resumed_from, run.run_info)
