@@ -117,3 +117,16 @@ def test_blas_is_held_to_one_thread_for_large_images_only():
     assert large and set(large) == {1}
     assert small == [i["num_threads"] for i in threadpoolctl.threadpool_info()
                      if i["user_api"] == "blas"]  # left as it was
+
+
+def test_wide_images_take_the_fft_tensor_path_with_the_same_result(cifar_batch, monkeypatch):
+    import virolbi.smoother.lbi as lbi
+
+    x = torch.cat(list(cifar_batch[:5]), dim=-1)[None].double()  # one 32 x 160 image
+    assert x.shape[-1] > lbi.FUSED_MAX_WIDTH
+    tensor_path = lbi_path(x, (0.4, 0.7))
+    monkeypatch.setattr(lbi, "FUSED_MAX_WIDTH", 10_000)
+    compiled = lbi_path(x, (0.4, 0.7))
+    assert torch.equal(tensor_path.iterations, compiled.iterations)
+    assert torch.equal(tensor_path.support(), compiled.support())
+    assert torch.allclose(tensor_path.images, compiled.images, atol=1e-9)

@@ -69,3 +69,22 @@ def test_neumann_solver_inverts_i_plus_dtd(dtype, tol):
     a = np.eye(h * w) + d.T @ d / nu
     ref = np.linalg.solve(a, r.reshape(-1, h * w).numpy().T).T
     assert np.abs(u.reshape(-1, h * w).numpy() - ref).max() < tol
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 31, 64, 100])
+def test_fft_dct_equals_the_dct_matrix_and_inverts(n):
+    from virolbi.smoother.operators import dct_last, idct_last
+
+    x = torch.randn(2, 3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    assert torch.allclose(dct_last(x), x @ dct_matrix(n).T, atol=1e-12)
+    assert torch.allclose(idct_last(dct_last(x)), x, atol=1e-12)
+
+
+def test_neumann_solver_through_ffts_for_large_sides_inverts_i_plus_dtd():
+    h, w, nu = 70, 90, 0.7
+    solver = NeumannSolver(h, w, nu, dtype=torch.float64)
+    assert solver.fft  # a side >= FFT_FROM
+    r = torch.randn(2, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    u = solver(r)
+    dh, dv = forward_diff(u)
+    assert torch.allclose(u + adjoint_diff(dh, dv) / nu, r, atol=1e-10)

@@ -42,10 +42,16 @@ def _count(active_h: torch.Tensor, active_v: torch.Tensor) -> torch.Tensor:
     return active_h.flatten(1).sum(1) + active_v.flatten(1).sum(1)
 
 
+#: Widest image the compiled path takes: its DCT is a dense product, O(W²) per row; wider images
+#: go through the tensor path, whose solver uses FFTs from :data:`~.operators.FFT_FROM` on.
+FUSED_MAX_WIDTH = 128
+
+
 def _fused_applies(solver: str, grouped: bool, x: torch.Tensor) -> bool:
-    """Whether the compiled path (:mod:`virolbi.smoother.fused`) runs: "imex", grouped, CPU float."""
+    """Whether the compiled path (:mod:`virolbi.smoother.fused`) runs: "imex", grouped, CPU float,
+    at most :data:`FUSED_MAX_WIDTH` pixels wide."""
     return (solver == "imex" and grouped and x.device.type == "cpu" and _fused.available()
-            and x.dtype in (torch.float32, torch.float64))
+            and x.dtype in (torch.float32, torch.float64) and x.shape[-1] <= FUSED_MAX_WIDTH)
 
 
 def _run_tensor(solver, st, rec: LevelRecorder, flat_h, flat_v, nonflat, progress: bool) -> None:

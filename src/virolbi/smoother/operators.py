@@ -15,7 +15,10 @@ from functools import lru_cache
 import torch
 
 __all__ = ["forward_diff", "adjoint_diff", "edge_count", "laplacian_eigenvalues", "hessian_norm",
-           "lbi_step_size", "dct_matrix", "NeumannSolver"]
+           "lbi_step_size", "dct_matrix", "dct_last", "idct_last", "NeumannSolver", "FFT_FROM"]
+
+#: Image sides from which the DCTs go through the FFT (O(n log n)) instead of dense matrices.
+FFT_FROM = 65
 
 
 def forward_diff(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,25 +93,62 @@ def dct_matrix(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
     return _dct_matrix_cached(n, dtype, str(torch.device(device or "cpu"))).clone()
 
 
+def _orthonormal_scale(n: int, dtype: torch.dtype, device) -> torch.Tensor:
+    s = torch.full((n,), math.sqrt(2.0 / n), dtype=dtype, device=device)
+    s[0] = math.sqrt(1.0 / n)
+    return s
+
+
+def dct_last(x: torch.Tensor) -> torch.Tensor:
+    r"""Orthonormal DCT-II along the last axis through one FFT of length ``n`` (Makhoul 1980):
+    reorder to even samples then odd ones reversed, FFT, rotate by :math:`e^{-i\pi k/2n}`, take
+    the real part. Equals ``x @ dct_matrix(n).T``."""
+    n = x.shape[-1]
+    v = torch.cat([x[..., 0::2], x[..., 1::2].flip(-1)], dim=-1)
+    k = torch.arange(n, dtype=x.dtype, device=x.device)
+    rot = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
+    return (torch.fft.fft(v, dim=-1) * rot).real * _orthonormal_scale(n, x.dtype, x.device)
+
+
+def idct_last(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`dct_last` (orthonormal DCT-III), through one inverse FFT."""
+    n = y.shape[-1]
+    yt = y / _orthonormal_scale(n, y.dtype, y.device)
+    mirror = torch.cat([torch.zeros_like(yt[..., :1]), yt[..., 1:].flip(-1)], dim=-1)
+    k = torch.arange(n, dtype=y.dtype, device=y.device)
+    v = torch.fft.ifft(torch.polar(torch.ones_like(k), math.pi * k / (2 * n))
+                       * torch.complex(yt, -mirror), dim=-1).real
+    x = torch.empty_like(y)
+    half = (n + 1) // 2
+    x[..., 0::2], x[..., 1::2] = v[..., :half], v[..., half:].flip(-1)
+    return x
+
+
 class NeumannSolver:
     r"""Exact solver of :math:`(I + D^\top D/\nu)\,u = r` on an ``H x W`` grid with Neumann boundary.
 
     :math:`D^\top D = L_H \otimes I + I \otimes L_W` is diagonalised by the separable DCT-II, so
     :math:`u = C_H^\top \big[(C_H r C_W^\top) / (1 + (\lambda_i + \mu_j)/\nu)\big] C_W`: four small
-    matrix products per image and channel. This is the minimiser of Eq. 2 in ``u`` for fixed
-    :math:`\gamma` (the paper's Eq. 3a, :math:`\nabla_u L = 0`) when ``r = x + D^\top\gamma/\nu``.
+    matrix products per image and channel, or, from a side of :data:`FFT_FROM` on, FFTs
+    (:func:`dct_last`), O(HW log) instead of O(HW(H+W)). This is the minimiser of Eq. 2 in ``u`` for
+    fixed :math:`\gamma` (the paper's Eq. 3a, :math:`\nabla_u L = 0`) when ``r = x + D^\top\gamma/\nu``.
     """
 
     def __init__(self, height: int, width: int, nu: float = 1.0, *, dtype=torch.float32,
                  device=None) -> None:
-        self.ch = dct_matrix(height, dtype=dtype, device=device)
-        self.cw = dct_matrix(width, dtype=dtype, device=device)
-        self.cht, self.cwt = self.ch.t().contiguous(), self.cw.t().contiguous()
+        self.fft = max(height, width) >= FFT_FROM
+        if not self.fft:
+            self.ch = dct_matrix(height, dtype=dtype, device=device)
+            self.cw = dct_matrix(width, dtype=dtype, device=device)
+            self.cht, self.cwt = self.ch.t().contiguous(), self.cw.t().contiguous()
         lam = laplacian_eigenvalues(height, device=device)[:, None]
         mu = laplacian_eigenvalues(width, device=device)[None, :]
         self.inv = (1.0 / (1.0 + (lam + mu) / nu)).to(dtype)
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         """Solve for a batch ``r`` of shape ``(..., H, W)``."""
+        if self.fft:
+            spec = dct_last(dct_last(r).transpose(-1, -2)).transpose(-1, -2)
+            return idct_last(idct_last(spec * self.inv).transpose(-1, -2)).transpose(-1, -2)
         spec = torch.matmul(self.ch, torch.matmul(r, self.cwt))
         return torch.matmul(self.cht, torch.matmul(spec * self.inv, self.cw))
