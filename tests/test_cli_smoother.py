@@ -496,3 +496,22 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(photos, tmp_pa
     assert len(lines) == 1 and lines[0].startswith("virolbi smooth: error: File too large")
     assert "Traceback" not in res.stderr
     assert _files(out) == []  # no half-written file, no temporary
+
+
+def test_large_images_are_announced_with_size_memory_and_time(photos, tmp_path, capsys,
+                                                              monkeypatch):
+    """A large image says what is coming before the work and switches the path's progress on
+    (threshold lowered here so that a small photograph counts as large)."""
+    from virolbi.cli import _common
+
+    monkeypatch.setattr(_common, "LARGE_MEGAPIXELS", 0.001)
+    code = main(["smooth", str(photos / "camera.png"), "--sparsity", "0.6", "--output-dir",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    first = err.splitlines()[0]
+    assert first.startswith(f"virolbi smooth: note: {photos / 'camera.png'} is ")
+    assert "GB of memory" in first and "min on 2 cores" in first
+    options: dict = {}
+    _common.announce_large_images("smooth", [], options)
+    assert options == {}  # nothing large: no note, no progress

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from virolbi.cli._common import add_smoother_arguments, parse_levels, smoother_options, warn
+from virolbi.cli._common import (add_smoother_arguments, announce_large_images, parse_levels,
+                                 smoother_options, warn)
 from virolbi.imagefiles import load_images, smoothed_batches
 from virolbi.errors import InputError
 from virolbi.io import check_output_file
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.output, "--output")
     check_output_file(args.report, "--report")
     images = load_images(args.images)
+    announce_large_images(COMMAND, images, options)
     for im in images:
         if im.size[0] not in (1, 3):
             raise InputError(f"{im.path}: the figure draws gray or RGB images, got "

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from virolbi.checks import check_unit_interval
-from virolbi.cli._common import add_smoother_arguments, smoother_options, warn
+from virolbi.cli._common import (add_smoother_arguments, announce_large_images, smoother_options,
+                                 warn)
 from virolbi.errors import InputError
 from virolbi.imagefiles import load_images, output_name, smoothed_batches, write_output
 from virolbi.io import check_output_dir, check_output_file
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = check_output_dir(args.output_dir, "--output-dir")
     check_output_file(args.report, "--report")
     images = load_images(args.images)
+    announce_large_images(COMMAND, images, options)
     names = [output_name(im, sparsity) for im in images]
     seen: dict[str, Path] = {}
     for im, name in zip(images, names):

@@ -65,6 +65,9 @@ def _run_tensor(solver, st, rec: LevelRecorder, flat_h, flat_v, nonflat, progres
         active_nonflat = _count(it.active_h & ~flat_h[st.idx], it.active_v & ~flat_v[st.idx])
         stuck = (active_nonflat >= nonflat[st.idx]) | (st.k >= solver.max_iter)
         finished = (nxt >= len(rec.levels)) | stuck
+        if progress and int(st.k.min()) % 20 == 0:  # large images: say how far the path is
+            bar.set_postfix(iteration=int(st.k.max()), sparsity=f"{float(sp.min()):.3f}",
+                            target=f"{rec.levels[-1]:g}", refresh=True)
         if bool(finished.any()):
             rec.stopped(st, it, solver.stopped_u(st, it, stuck), sp, stuck, nxt, finished)
             bar.update(int(finished.sum()))
