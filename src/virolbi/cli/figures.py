@@ -1,0 +1,53 @@
+"""``virolbi figures fig2c``: draw the paper's figures from the project's own data.
+
+Only Fig. 2c (where in the spectrum ViRoLBI and the Blur baseline change images, with the table of
+energy changed per frequency ring) is drawn so far; the other figures (1b, 2a, 2b, 3, 5) are not
+built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "figures"
+HELP = "draw the paper's figures from the project's own data (fig2c: spectra of what smoothing changes)"
+FIGURES = ("fig2c",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("figure", choices=FIGURES, help="which figure (only fig2c is built so far)")
+    parser.add_argument("--data", default="cifar10-jpeg",
+                        help="dataset name or ImageFolder path (images of one size)")
+    parser.add_argument("--split", default="val", help="train, val or test")
+    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
+    parser.add_argument("--images", type=int, default=500,
+                        help="how many images, as even as possible over the classes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image subset")
+    parser.add_argument("--output-dir", default="results/figures", metavar="DIR",
+                        help="folder of the figure, its table (JSON, Markdown) and its caption")
+
+
+def run(args: argparse.Namespace) -> int:
+    from virolbi.data import load_dataset
+    from virolbi.data.subset import balanced_subset
+    from virolbi.errors import InputError
+    from virolbi.explain.fig2c import fig2c
+    from virolbi.cli._common import note
+    from virolbi.imagefiles import run_catching_unreached
+    from virolbi.io import check_output_dir
+
+    if args.images < 2:
+        raise InputError(f"--images must be at least 2, got {args.images}")
+    out = check_output_dir(args.output_dir, "--output-dir")
+    ds = load_dataset(args.data, args.split, data_dir=args.data_dir)
+    idx = balanced_subset(ds.targets, args.images, args.seed)
+    x = ds.get_batch(idx)[0].float() / 255.0
+    source = f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, seed {args.seed})"
+    paths, unreached = run_catching_unreached(lambda xs: fig2c(xs, out, source=source), x)
+    if unreached:
+        levels = sorted({r.level for r in unreached})
+        note(COMMAND, f"{len({r.image for r in unreached})} of {len(idx)} images did not reach "
+                      f"sparsity {', '.join(f'{lv:g}' for lv in levels)} (flat regions); each was "
+                      "recorded where it stopped")
+    print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
+    return 0
