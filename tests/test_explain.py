@@ -46,3 +46,85 @@ def test_figures_fig2c_end_to_end_on_real_images(tmp_path, capsys):
         fr = [rows[f"ViRoLBI {lv:g}"][ring]["fraction"] for lv in (0.2, 0.4, 0.6, 0.8, 1.0)]
         assert fr == sorted(fr, reverse=True) and fr[-1] == 0
     assert (tmp_path / "fig2c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gradcam_puts_its_mass_on_the_region_the_decision_depends_on():
+    """Two feature channels: red (present only in the top-left quadrant of the images) and green
+    (everywhere else). The class score sums the red channel only, so Grad-CAM's channel weights
+    pick red and the map lies in the top-left quadrant; the other class's map (green) avoids it."""
+    from virolbi.explain.gradcam import box_mass, gradcam
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1, bias=False)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.weight[0, 0] = 1.0  # channel 0 <- red
+                self.conv.weight[1, 1] = 1.0  # channel 1 <- green
+
+        def forward(self, x):
+            a = torch.relu(self.conv(x))
+            return torch.stack([a[:, 0].flatten(1).sum(1), a[:, 1].flatten(1).sum(1)], 1)
+
+    x = torch.zeros(4, 3, 16, 16)
+    x[:, 0, :8, :8] = torch.rand(4, 8, 8) + 0.5   # red only top-left
+    x[:, 1] = torch.rand(4, 16, 16) + 0.5
+    x[:, 1, :8, :8] = 0.0                          # green everywhere else
+    quadrant = torch.zeros(16, 16, dtype=torch.bool)
+    quadrant[:8, :8] = True
+    red = gradcam(Net(), x, torch.zeros(4, dtype=torch.long))
+    green = gradcam(Net(), x, torch.ones(4, dtype=torch.long))
+    assert torch.allclose(red.flatten(1).sum(1), torch.ones(4))
+    assert (box_mass(red, quadrant) > 0.9).all()      # bilinear upsampling leaks a little
+    assert (box_mass(green, quadrant) < 0.1).all()
+
+
+def test_box_mass_and_pointing_game_on_known_maps():
+    from virolbi.explain.gradcam import box_mass, centre_box, pointing_game
+
+    box = centre_box(8, 8, 0.5)
+    assert int(box.sum()) == 16 and bool(box[2:6, 2:6].all())
+    uniform = torch.full((1, 8, 8), 1 / 64)
+    peak = torch.zeros(1, 8, 8)
+    peak[0, 0, 0] = 1.0
+    assert float(box_mass(uniform, box)) == pytest.approx(0.25)
+    assert float(box_mass(peak, box)) == 0.0 and not bool(pointing_game(peak, box))
+
+
+def test_figures_cam_mass_end_to_end_on_the_shipped_models(tmp_path, capsys):
+    code = main(["figures", "cam-mass", "--images", "20", "--output-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "cam_mass.json").read_text())
+    assert [r["procedure"] for r in data["rows"]] == ["Vanilla", "Blur", "Fix 0.6", "Iterative"]
+    for r in data["rows"]:
+        assert 0 <= r["box_mass_ci95"][0] <= r["box_mass"] <= r["box_mass_ci95"][1] <= 1
+    assert (tmp_path / "cam_mass.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_half_mass_area_of_a_point_and_of_a_uniform_map():
+    from virolbi.explain.gradcam import half_mass_area
+
+    point = torch.zeros(1, 10, 10)
+    point[0, 3, 4] = 1.0
+    assert float(half_mass_area(point)) == pytest.approx(0.01)
+    assert float(half_mass_area(torch.full((1, 10, 10), 0.01))) == pytest.approx(0.5)
+
+
+def test_explain_end_to_end_and_bad_variants(tmp_path, capsys):
+    import numpy as np
+
+    code = main(["explain", "--model", "fast_cifar10_vanilla_s0", "--images", "cifar10-jpeg:val",
+                 "--limit", "3", "--variants", "original,smooth:0.6", "--output-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    maps = np.load(tmp_path / "gradcam.npy")
+    assert maps.shape == (2, 3, 32, 32) and np.allclose(maps.sum((2, 3)), 1, atol=1e-5)
+    info = json.loads((tmp_path / "gradcam.json").read_text())
+    assert info["variants"] == ["original", "smooth 0.6"] and info["target"] == "true class"
+    assert (tmp_path / "gradcam.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    code = main(["explain", "--model", "fast_cifar10_vanilla_s0", "--images", "cifar10-jpeg:val",
+                 "--variants", "original,sharpen", "--output-dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--variants takes original, blur and smooth:LEVEL, got 'sharpen'" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

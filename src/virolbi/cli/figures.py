@@ -1,8 +1,11 @@
-"""``virolbi figures fig2c``: draw the paper's figures from the project's own data.
+"""``virolbi figures fig2c|cam-mass``: draw the paper's figures from the project's own data.
 
-Only Fig. 2c (where in the spectrum ViRoLBI and the Blur baseline change images, with the table of
-energy changed per frequency ring) is drawn so far; the other figures (1b, 2a, 2b, 3, 5) are not
-built yet.
+- ``fig2c``: where in the spectrum ViRoLBI and the Blur baseline change images, with the table of
+  energy changed per frequency ring (:mod:`virolbi.explain.fig2c`).
+- ``cam-mass``: how much of the shipped models' Grad-CAM falls on the (centred) object, per
+  procedure, with intervals (:mod:`virolbi.explain.cam_mass`): the measured side of Fig. 5.
+
+The other figures (1b, 2a, 2b, 3, 5 as heat-map grids over training) are not built yet.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import argparse
 
 COMMAND = "figures"
-HELP = "draw the paper's figures from the project's own data (fig2c: spectra of what smoothing changes)"
-FIGURES = ("fig2c",)
+HELP = ("draw the paper's figures from the project's own data (fig2c: spectra of what smoothing "
+        "changes; cam-mass: Grad-CAM on the object for the shipped models)")
+FIGURES = ("fig2c", "cam-mass")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("figure", choices=FIGURES, help="which figure (only fig2c is built so far)")
+    parser.add_argument("figure", choices=FIGURES,
+                        help="fig2c (Fig. 2c) or cam-mass (Grad-CAM mass on the object, the "
+                             "measured side of Fig. 5); the other figures are not built yet")
     parser.add_argument("--data", default="cifar10-jpeg",
                         help="dataset name or ImageFolder path (images of one size)")
     parser.add_argument("--split", default="val", help="train, val or test")
@@ -42,7 +48,15 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.data, args.split, data_dir=args.data_dir)
     idx = balanced_subset(ds.targets, args.images, args.seed)
     x = ds.get_batch(idx)[0].float() / 255.0
-    source = f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, seed {args.seed})"
+    source = (f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, "
+              f"seed {args.seed})")
+    if args.figure == "cam-mass":
+        from virolbi.explain.cam_mass import cam_mass
+
+        y = ds.get_batch(idx)[1]
+        paths = cam_mass(x, y, out, source=source)
+        print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
+        return 0
     paths, unreached = run_catching_unreached(lambda xs: fig2c(xs, out, source=source), x)
     if unreached:
         levels = sorted({r.level for r in unreached})

@@ -1,0 +1,161 @@
+"""``virolbi explain``: Grad-CAM heat maps of a model on images, original and smoothed or blurred.
+
+Example::
+
+    virolbi explain --model fast_cifar10_fixed_s0 --images cifar10-jpeg:val --limit 8 \\
+        --variants original,blur,smooth:0.6 --output-dir explain/
+
+writes ``explain/gradcam.png`` (rows: images; for each variant the image and its heat map) and
+``explain/gradcam.npy`` (float32 maps ``(variants, images, H, W)``, each summing to 1) with
+``explain/gradcam.json`` saying what is in it. ``--images`` is a folder of image files of one size
+or ``DATASET:SPLIT`` (e.g. ``cifar10-jpeg:val``; ``--limit`` images, as even as possible over the
+classes). Maps are for the true class when the labels are known, else the predicted one. Only
+Grad-CAM is built so far (LRP is not).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+COMMAND = "explain"
+HELP = "Grad-CAM heat maps of a model on images, original and smoothed or blurred"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="a shipped model (virolbi weights list) or a checkpoint file")
+    parser.add_argument("--images", required=True,
+                        help="a folder of image files of one size, or DATASET:SPLIT")
+    parser.add_argument("--limit", type=int, default=8, help="images from DATASET:SPLIT")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the DATASET:SPLIT subset")
+    parser.add_argument("--method", choices=("gradcam",), default="gradcam",
+                        help="attribution method (Grad-CAM at the last convolution)")
+    parser.add_argument("--variants", default="original,blur,smooth:0.6",
+                        help="comma-separated: original, blur, smooth:LEVEL")
+    parser.add_argument("--output-dir", default="explain", metavar="DIR",
+                        help="folder of gradcam.png, gradcam.npy and gradcam.json")
+
+
+def parse_variants(text: str) -> list[tuple[str, float | None]]:
+    """``"original,blur,smooth:0.6"`` -> ``[("original", None), ("blur", None),
+    ("smooth", 0.6)]``."""
+    from virolbi.checks import check_unit_interval
+    from virolbi.errors import InputError
+
+    out = []
+    for part in (p.strip() for p in str(text).split(",")):
+        name, _, level = part.partition(":")
+        if name in ("original", "blur") and not level:
+            out.append((name, None))
+        elif name == "smooth" and level:
+            try:
+                out.append((name, check_unit_interval(float(level), "--variants smooth level")))
+            except ValueError:
+                raise InputError(f"--variants: bad smoothing level in {part!r}") from None
+        else:
+            raise InputError(f"--variants takes original, blur and smooth:LEVEL, got {part!r}")
+    if not out:
+        raise InputError("--variants is empty")
+    return out
+
+
+def _load(args: argparse.Namespace):
+    """Images ``(B, C, H, W)`` float in [0, 1], labels or None, and their names."""
+    import torch
+
+    from virolbi.errors import InputError
+
+    path = Path(args.images)
+    if path.is_dir():
+        from virolbi.imagefiles import load_images
+        from virolbi.io import IMAGE_SUFFIXES
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = load_images(files)
+        if len({im.size for im in images}) != 1:
+            raise InputError(f"--images {path}: the images differ in size; give images of one size")
+        return torch.stack([im.image.float() for im in images]), None, [p.name for p in files]
+    name, sep, split = str(args.images).partition(":")
+    if not sep:
+        raise InputError(f"--images must be a folder or DATASET:SPLIT, got {args.images!r}")
+    from virolbi.data import load_dataset
+    from virolbi.data.subset import balanced_subset
+
+    ds = load_dataset(name, split)
+    idx = balanced_subset(ds.targets, args.limit, args.seed)
+    x, y = ds.get_batch(idx)
+    return x.float() / 255.0, y, [f"{name}:{split}[{i}]" for i in idx.tolist()]
+
+
+def _variant(x, name: str, level: float | None):
+    import virolbi
+    from virolbi.perturb.blur import blur_params_for, gaussian_blur
+
+    if name == "original":
+        return x
+    if name == "blur":
+        return gaussian_blur(x, *blur_params_for(tuple(x.shape[-2:])))
+    return virolbi.smooth(x, level)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from virolbi.cli.evaluate import build_model
+    from virolbi.errors import InputError
+    from virolbi.explain.gradcam import gradcam
+    from virolbi.imagefiles import run_catching_unreached
+    from virolbi.io import atomic_path, check_output_dir, save_json
+    from virolbi.viz import save_figure
+
+    if args.limit < 1:
+        raise InputError(f"--limit must be a positive integer, got {args.limit}")
+    variants = parse_variants(args.variants)
+    out = check_output_dir(args.output_dir, "--output-dir")
+    model, _ = build_model(args.model)
+    x, y, names = _load(args)
+    labels, shown, maps = [], [], []
+    for name, level in variants:
+        xv, _ = run_catching_unreached(lambda t: _variant(t, name, level), x)
+        shown.append(xv)
+        maps.append(gradcam(model, xv, y))
+        labels.append(name if level is None else f"{name} {level:g}")
+    stacked = torch.stack(maps).numpy().astype(np.float32)
+    with atomic_path(out / "gradcam.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, stacked)
+    save_json({"model": args.model, "method": "gradcam (captum LayerGradCam, last Conv2d)",
+               "target": "true class" if y is not None else "predicted class",
+               "variants": labels, "images": names, "maps": "gradcam.npy (variants, images, H, W)"},
+              out / "gradcam.json")
+    fig = _grid(torch.stack(shown), stacked, labels, names)
+    save_figure(fig, out / "gradcam.png")
+    print(f"virolbi explain: {len(names)} image(s) x {len(labels)} variant(s) -> {out}/gradcam.png")
+    return 0
+
+
+def _grid(images, maps, labels: list[str], names: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v, b = maps.shape[:2]
+    fig, axes = plt.subplots(b, 2 * v, figsize=(1.5 * 2 * v, 1.5 * b), squeeze=False)
+    for i in range(b):
+        for j in range(v):
+            img = images[j, i].permute(1, 2, 0).clamp(0, 1).numpy()
+            img = img[..., 0] if img.shape[-1] == 1 else img
+            axes[i, 2 * j].imshow(img, cmap="gray" if img.ndim == 2 else None)
+            axes[i, 2 * j + 1].imshow(img, cmap="gray" if img.ndim == 2 else None)
+            axes[i, 2 * j + 1].imshow(maps[j, i], cmap="jet", alpha=0.5)
+            if i == 0:
+                axes[i, 2 * j].set_title(labels[j], fontsize=8)
+                axes[i, 2 * j + 1].set_title("Grad-CAM", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
