@@ -71,6 +71,8 @@ def _run(x, u, zh, zv, act_h, act_v, prev_h, prev_v, rh, rv, labels, parent, sum
         n_act = 0
         # Edge pass: r = Du - γ (γ = κ·soft(z, 1) from z before this update), z += α r / ν, new
         # support. Branch-free so that the loops vectorise: soft(z, 1) = z - clip(z, -1, 1).
+        # Horizontal and vertical edges are two loops on purpose (same body, other neighbour):
+        # one loop per direction keeps unit-stride, vectorisable accesses.
         for i in range(h):
             for j in range(w - 1):
                 z = zh[i, j]
