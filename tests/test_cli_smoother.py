@@ -173,9 +173,9 @@ def _bad_npy(tmp_path: Path, name: str, arr) -> Path:
     ("tiny.png", "at least 2x2 pixels, got 1x5"),
     ("directory", "expected an image file, got a directory"),
     ("sparsity", "sparsity must be in (0, 1], got 1.5"),
-    ("solver", "unknown solver 'fast'"),
+    ("solver", "--solver must be one of imex, dct, explicit, got 'fast'"),
     ("step", "is unstable for the 'dct' solver"),
-    ("projection", "unknown projection 'svd'"),
+    ("projection", "--projection must be one of graph, pinv, lsqr, got 'svd'"),
     ("batch size", "--batch-size must be a finite number > 0, got 0"),
     ("same name", "would both be written to"),
     ("output is a file", "is an existing file; expected a folder"),
@@ -315,10 +315,10 @@ def test_path_end_to_end(photos, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--levels", "0.2,abc"], "levels must be comma-separated numbers in (0, 1]"),
+    (["--levels", "0.2,abc"], "--levels must be comma-separated numbers in (0, 1]"),
     (["--levels", ""], "levels must be comma-separated numbers"),
-    (["--levels", "0.2,1.5"], "each of levels must be in (0, 1], got 1.5"),
-    (["--levels", "0,0.5"], "each of levels must be in (0, 1], got 0.0"),
+    (["--levels", "0.2,1.5"], "each of --levels must be in (0, 1], got 1.5"),
+    (["--levels", "0,0.5"], "each of --levels must be in (0, 1], got 0.0"),
     (["--output-suffix", ".gif"], "--output must end in one of .png"),
     (["--missing"], "image not found"),
     (["--text"], "cannot read"),
@@ -515,3 +515,14 @@ def test_large_images_are_announced_with_size_memory_and_time(photos, tmp_path, 
     options: dict = {}
     _common.announce_large_images("smooth", [], options)
     assert options == {}  # nothing large: no note, no progress
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--kappa", "0"], "--kappa must be a finite number > 0, got 0"),
+    (["--nu", "-1"], "--nu must be a finite number > 0, got -1"),
+    (["--max-iter", "0"], "--max-iter must be a finite number > 0, got 0"),
+    (["--sparsity", "2"], "--sparsity must be in (0, 1], got 2"),
+])
+def test_messages_name_the_option_the_user_typed(photos, tmp_path, capsys, extra, match):
+    code = main(["smooth", str(photos / "camera.png"), "--output-dir", str(tmp_path / "o"), *extra])
+    _error_line(capsys, code, "smooth", match)

@@ -71,11 +71,21 @@ def add_smoother_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def smoother_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments for :func:`virolbi.smooth` / :func:`virolbi.image_path` from ``args``.
+    """Keyword arguments for :func:`virolbi.smooth` / :func:`virolbi.image_path` from ``args``,
+    each checked here under the option's own name (``--kappa``, ``--solver``...); the library
+    checks what needs the image size (an unstable ``--step``)."""
+    from virolbi.smoother import PROJECTIONS, SOLVERS
 
-    The library checks them (unknown solver, unstable step, ...); the batch size is checked here.
-    """
     check_positive(args.batch_size, "--batch-size")
+    for value, flag in ((args.kappa, "--kappa"), (args.nu, "--nu")):
+        check_positive(value, flag)
+    for value, flag in ((args.step, "--step"), (args.max_iter, "--max-iter")):
+        if value is not None:
+            check_positive(value, flag)
+    for value, flag, allowed in ((args.solver, "--solver", SOLVERS),
+                                 (args.projection, "--projection", PROJECTIONS)):
+        if value not in allowed:
+            raise InputError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
     return dict(kappa=args.kappa, nu=args.nu, group=not args.per_channel, solver=args.solver,
                 step=args.step, max_iter=args.max_iter, projection=args.projection)
 
@@ -90,9 +100,9 @@ def parse_levels(text: str) -> tuple[float, ...]:
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise InputError(f"levels must be comma-separated numbers in (0, 1], e.g. "
+        raise InputError(f"--levels must be comma-separated numbers in (0, 1], e.g. "
                          f"'0.2,0.4,0.6,0.8,1.0', got {text!r}") from None
-    return check_levels(values, "levels")
+    return check_levels(values, "--levels")
 
 
 def progress(total: int, desc: str):

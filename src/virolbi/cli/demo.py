@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_in_range, check_unit_interval
     from virolbi.io import save_json, save_text
 
-    sparsity = check_unit_interval(args.sparsity, "sparsity")
+    sparsity = check_unit_interval(args.sparsity, "--sparsity")
     levels = tuple(sorted(set(parse_levels(args.levels)) | {sparsity}))
     size = int(check_in_range(args.size, "--size", 2, 4096))
     names = [n.strip() for n in str(args.images).split(",") if n.strip()]

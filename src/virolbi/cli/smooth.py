@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from virolbi import __version__, smooth
     from virolbi.io import save_json
 
-    sparsity = check_unit_interval(args.sparsity, "sparsity")
+    sparsity = check_unit_interval(args.sparsity, "--sparsity")
     options = smoother_options(args)
     out_dir = check_output_dir(args.output_dir, "--output-dir")
     check_output_file(args.report, "--report")
