@@ -416,3 +416,16 @@ def test_training_leaves_the_callers_global_state_as_it_was(data, tmp_path):
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
     assert got[2] == expected[2]
+
+
+def test_checkpoints_kept_at_chosen_epochs(data, tmp_path):
+    cfg = base_cfg(tmp_path)
+    cfg["optim"]["epochs"] = 3
+    cfg["logging"]["keep_checkpoints"] = [1, 3]
+    train(cfg, model=tiny_net(), train_data=data)
+    run = Path(cfg["output_dir"])
+    assert sorted(p.name for p in run.glob("epoch_*.pt")) == ["epoch_0001.pt", "epoch_0003.pt"]
+    assert torch.load(run / "epoch_0001.pt", weights_only=True)["epoch"] == 1
+    cfg["logging"]["keep_checkpoints"] = [0, "2"]
+    with pytest.raises(InputError, match="logging.keep_checkpoints must be true, false or a list"):
+        train(cfg, model=tiny_net(), train_data=data)

@@ -99,7 +99,8 @@ DEFAULTS: dict[str, Any] = {
         "every": 1,              # validate every N epochs (and after the last)
         "test_time_sparsity": None,    # e.g. 0.6: also report accuracy on smoothed val images
     },
-    "logging": {"tensorboard": True, "progress": True, "keep_checkpoints": False},
+    "logging": {"tensorboard": True, "progress": True,
+                "keep_checkpoints": False},  # true (every epoch) or a list of epochs, e.g. [1, 2, 5]
     "ddp": {"backend": "auto", "sync_batchnorm": True, "timeout_minutes": 360},
 }
 
@@ -274,6 +275,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     _int(cfg, "data", "num_classes", 1, optional=True)
     _int(cfg, "procedure", "cache_batch_size", 1)
     _num(cfg, "model", "width", 0.0, strict=True)
+    keep = cfg["logging"]["keep_checkpoints"]
+    if not isinstance(keep, bool) and not (isinstance(keep, list) and all(
+            isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in keep)):
+        raise InputError(f"logging.keep_checkpoints must be true, false or a list of epochs "
+                         f"(integers >= 1), got {keep!r}")
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
         raise InputError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
     return cfg

@@ -262,7 +262,8 @@ class TrainingRun:
             ckpt["lookahead"] = self.lookahead.state_dict()
         with atomic_path(self.out / "last.pt") as tmp:
             torch.save(ckpt, tmp)
-        if self.cfg["logging"]["keep_checkpoints"]:
+        keep = self.cfg["logging"]["keep_checkpoints"]  # snapshots for figures over training
+        if keep is True or (isinstance(keep, list) and epoch + 1 in keep):
             with atomic_path(self.out / f"epoch_{epoch + 1:04d}.pt") as tmp:
                 torch.save(ckpt, tmp)
         _write_metrics(self.out, self.rows, self.run_info)
