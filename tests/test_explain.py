@@ -128,3 +128,10 @@ def test_explain_end_to_end_and_bad_variants(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--variants takes original, blur and smooth:LEVEL, got 'sharpen'" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_figures_fig2a_end_to_end(tmp_path, capsys):
+    code = main(["figures", "fig2a", "--images", "10", "--output-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2a.png", "fig2a_caption.md"]
+    assert "radius 6" in (tmp_path / "fig2a_caption.md").read_text()

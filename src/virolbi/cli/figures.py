@@ -1,5 +1,6 @@
 """``virolbi figures fig2c|cam-mass``: draw the paper's figures from the project's own data.
 
+- ``fig2a``: images and smoothed images split into low and high frequencies (radius 6).
 - ``fig2c``: where in the spectrum ViRoLBI and the Blur baseline change images, with the table of
   energy changed per frequency ring (:mod:`virolbi.explain.fig2c`).
 - ``cam-mass``: how much of the shipped models' Grad-CAM falls on the (centred) object, per
@@ -15,13 +16,15 @@ import argparse
 COMMAND = "figures"
 HELP = ("draw the paper's figures from the project's own data (fig2c: spectra of what smoothing "
         "changes; cam-mass: Grad-CAM on the object for the shipped models)")
-FIGURES = ("fig2c", "cam-mass")
+FIGURES = ("fig2a", "fig2c", "cam-mass")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("figure", choices=FIGURES,
-                        help="fig2c (Fig. 2c) or cam-mass (Grad-CAM mass on the object, the "
-                             "measured side of Fig. 5); the other figures are not built yet")
+                        help="fig2a (radius-6 split of images and smoothed images), fig2c "
+                             "(spectra of what smoothing changes) or cam-mass (Grad-CAM mass on "
+                             "the object, the measured side of Fig. 5); the other figures are not "
+                             "built yet")
     parser.add_argument("--data", default="cifar10-jpeg",
                         help="dataset name or ImageFolder path (images of one size)")
     parser.add_argument("--split", default="val", help="train, val or test")
@@ -34,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from virolbi.data import load_dataset
     from virolbi.data.subset import balanced_subset
     from virolbi.errors import InputError
@@ -50,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     x = ds.get_batch(idx)[0].float() / 255.0
     source = (f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, "
               f"seed {args.seed})")
+    if args.figure == "fig2a":
+        from virolbi.explain.fig2a import fig2a
+
+        pick = idx[np.linspace(0, len(idx) - 1, min(6, len(idx))).astype(int)]
+        xs = ds.get_batch(pick)[0].float() / 255.0
+        paths, _ = run_catching_unreached(lambda t: fig2a(t, out, source=source), xs)
+        print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
+        return 0
     if args.figure == "cam-mass":
         from virolbi.explain.cam_mass import cam_mass
 
