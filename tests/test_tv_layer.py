@@ -75,3 +75,15 @@ def test_tv_layer_learns_a_weight_per_channel():
     (out - x).pow(2).sum().backward()
     assert layer.theta.grad is not None and layer.theta.grad.shape == (3,)
     assert torch.allclose(torch.nn.functional.softplus(layer.theta), torch.full((3,), 0.1))
+
+
+def test_airbench_with_a_tv_layer_after_the_stem():
+    from virolbi.models import create_model
+
+    net = create_model("airbench", 10, width=0.125, tv_layer=0.1)
+    assert any(k.endswith("tv.theta") for k in net.state_dict())
+    out = net(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert net.backbone.tv.theta.grad is not None
+    assert not hasattr(create_model("airbench", 10, width=0.125).backbone.tv, "theta")

@@ -142,17 +142,26 @@ class AirbenchNet(nn.Module):
         PyTorch BatchNorm momentum (0.4).
     whiten_bias_epochs : int or None
         See :class:`PatchWhitening`.
+    tv_layer : float or None
+        Insert a learnable TV-proximal layer (:class:`~virolbi.models.tv_layer.TVLayer`, the TV-layer
+        baseline of Yeh et al. 2022) after the stem, with this initial weight per channel; ``None``
+        (default): none.
     """
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = AIRBENCH_WIDTHS,
                  scale: float = 1 / 9, bn_momentum: float = 0.4,
-                 whiten_bias_epochs: int | None = 3) -> None:
+                 whiten_bias_epochs: int | None = 3, tv_layer: float | None = None) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1:
             raise InputError(f"airbench widths must be 3 positive integers, got {widths}")
         self.whiten = PatchWhitening(3, 2, bias_epochs=whiten_bias_epochs)
         cin = self.whiten.out_channels
+        self.tv = None
+        if tv_layer is not None:
+            from virolbi.models.tv_layer import TVLayer
+
+            self.tv = TVLayer(cin, init=check_positive(tv_layer, "tv_layer"))
         groups = []
         for w in widths:
             groups.append(ConvGroup(cin, w, bn_momentum))
@@ -163,7 +172,8 @@ class AirbenchNet(nn.Module):
         self.scale = float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(nn.functional.gelu(self.whiten(x)))
+        x = nn.functional.gelu(self.whiten(x))
+        x = self.layers(x if self.tv is None else self.tv(x))
         x = self.pool(x).flatten(1)
         return self.head(x) * self.scale
 
