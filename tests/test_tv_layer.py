@@ -87,3 +87,21 @@ def test_airbench_with_a_tv_layer_after_the_stem():
     out.sum().backward()
     assert net.backbone.tv.theta.grad is not None
     assert not hasattr(create_model("airbench", 10, width=0.125).backbone.tv, "theta")
+
+
+def test_compiled_condat_and_projected_newton_agree(monkeypatch):
+    """The two exact 1-D solvers (Condat's direct algorithm on CPU, projected Newton on the dual
+    elsewhere) give the same prox on noisy, piecewise-constant and constant rows."""
+    import virolbi.models.tv_layer as tv
+
+    if tv.numba is None:
+        pytest.skip("numba not installed")
+    g = torch.Generator().manual_seed(4)
+    rows = torch.cat([torch.randn(20, 33, dtype=torch.float64, generator=g),
+                      torch.randn(20, 3, dtype=torch.float64, generator=g).repeat_interleave(11, -1),
+                      torch.full((4, 33), 0.3, dtype=torch.float64)])
+    lam = torch.logspace(-3, 1.5, rows.shape[0], dtype=torch.float64)[:, None]
+    compiled = tv1d_prox(rows, lam)
+    monkeypatch.setattr(tv, "numba", None)
+    newton = tv1d_prox(rows, lam)
+    assert torch.allclose(compiled, newton, atol=1e-10)
