@@ -158,6 +158,10 @@ def test_wilson_interval_against_reference_values():
     for k, n in [(0, 10), (10, 10), (1789, 2000), (3, 7)]:
         ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-6)
+    assert wilson_interval(0, 1000)[0] == 0.0 and wilson_interval(1000, 1000)[1] == 1.0
+    for k in range(0, 31):  # the estimate always lies inside its interval, even after rounding
+        lo, hi = wilson_interval(k, 30)
+        assert lo <= k / 30 <= hi
     p = pooled([(1800, 2000), (1780, 2000)])
     assert p["accuracy"] == pytest.approx(0.895) and p["n"] == 4000
     assert np.allclose(p["parts"], [0.9, 0.89])

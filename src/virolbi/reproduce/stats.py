@@ -27,7 +27,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # the interval holds p exactly; rounding must not put p outside it (e.g. 2e-19 > 0 at k = 0)
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def pooled(counts: Sequence[tuple[int, int]]) -> dict[str, object]:

@@ -216,7 +216,8 @@ def _figure(cells: list[dict[str, Any]], title: str, path: Path) -> None:
                 continue
             xs.append(i + j * width)
             ys.append(100 * c["accuracy"])
-            errs.append([[100 * (c["accuracy"] - c["ci95"][0])], [100 * (c["ci95"][1] - c["accuracy"])]])
+            errs.append([[max(0.0, 100 * (c["accuracy"] - c["ci95"][0]))],  # rounding can go
+                         [max(0.0, 100 * (c["ci95"][1] - c["accuracy"]))]])   # below 0 at 0 %
         if xs:
             yerr = [[e[0][0] for e in errs], [e[1][0] for e in errs]]
             ax.bar(xs, ys, width, yerr=yerr, capsize=2, label=_label(key))
