@@ -36,15 +36,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the figure, its table (JSON, Markdown) and its caption")
 
 
-def run(args: argparse.Namespace) -> int:
+def _draw(figure: str, x, y, out, source: str) -> dict:
+    """Draw ``figure`` from images ``x`` (float, [0, 1]) and labels ``y``; the files written."""
     import numpy as np
 
+    from virolbi.cli._common import note
+    from virolbi.imagefiles import run_catching_unreached
+
+    if figure == "cam-mass":
+        from virolbi.explain.cam_mass import cam_mass
+
+        return cam_mass(x, y, out, source=source)
+    if figure == "fig2a":
+        from virolbi.explain.fig2a import fig2a
+
+        shown = x[np.linspace(0, len(x) - 1, min(6, len(x))).astype(int)]
+        return run_catching_unreached(lambda t: fig2a(t, out, source=source), shown)[0]
+    from virolbi.explain.fig2c import fig2c
+
+    paths, unreached = run_catching_unreached(lambda t: fig2c(t, out, source=source), x)
+    if unreached:
+        levels = sorted({r.level for r in unreached})
+        note(COMMAND, f"{len({r.image for r in unreached})} of {len(x)} images did not reach "
+                      f"sparsity {', '.join(f'{lv:g}' for lv in levels)} (flat regions); each was "
+                      "recorded where it stopped")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
     from virolbi.data import load_dataset
     from virolbi.data.subset import balanced_subset
     from virolbi.errors import InputError
-    from virolbi.explain.fig2c import fig2c
-    from virolbi.cli._common import note
-    from virolbi.imagefiles import run_catching_unreached
     from virolbi.io import check_output_dir
 
     if args.images < 2:
@@ -52,29 +74,9 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.output_dir, "--output-dir")
     ds = load_dataset(args.data, args.split, data_dir=args.data_dir)
     idx = balanced_subset(ds.targets, args.images, args.seed)
-    x = ds.get_batch(idx)[0].float() / 255.0
+    x, y = ds.get_batch(idx)
     source = (f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, "
               f"seed {args.seed})")
-    if args.figure == "fig2a":
-        from virolbi.explain.fig2a import fig2a
-
-        pick = idx[np.linspace(0, len(idx) - 1, min(6, len(idx))).astype(int)]
-        xs = ds.get_batch(pick)[0].float() / 255.0
-        paths, _ = run_catching_unreached(lambda t: fig2a(t, out, source=source), xs)
-        print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
-        return 0
-    if args.figure == "cam-mass":
-        from virolbi.explain.cam_mass import cam_mass
-
-        y = ds.get_batch(idx)[1]
-        paths = cam_mass(x, y, out, source=source)
-        print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
-        return 0
-    paths, unreached = run_catching_unreached(lambda xs: fig2c(xs, out, source=source), x)
-    if unreached:
-        levels = sorted({r.level for r in unreached})
-        note(COMMAND, f"{len({r.image for r in unreached})} of {len(idx)} images did not reach "
-                      f"sparsity {', '.join(f'{lv:g}' for lv in levels)} (flat regions); each was "
-                      "recorded where it stopped")
+    paths = _draw(args.figure, x.float() / 255.0, y, out, source)
     print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
     return 0

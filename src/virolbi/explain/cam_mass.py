@@ -53,14 +53,15 @@ def cam_mass(x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, *, source: s
         if not names:
             continue
         maps = [_maps(n, x, y) for n in names]
-        mass = torch.cat([box_mass(m, box) for m in maps]).numpy()
+        per_seed = [box_mass(m, box) for m in maps]
+        mass = torch.cat(per_seed).numpy()
         hits = torch.cat([pointing_game(m, box) for m in maps]).numpy()
         mean, lo, hi = mean_with_ci(mass)
         spread, slo, shi = mean_with_ci(torch.cat([half_mass_area(m) for m in maps]).numpy())
         plo, phi = wilson_interval(int(hits.sum()), hits.size)
         rows.append({"procedure": PROCEDURES[key], "models": names, "images": int(len(x)),
                      "box_mass": mean, "box_mass_ci95": [lo, hi],
-                     "per_seed": [float(box_mass(m, box).mean()) for m in maps],
+                     "per_seed": [float(v.mean()) for v in per_seed],
                      "pointing": float(hits.mean()), "pointing_ci95": [plo, phi],
                      "half_mass_area": spread, "half_mass_area_ci95": [slo, shi]})
         examples[PROCEDURES[key]] = maps[0][shown]

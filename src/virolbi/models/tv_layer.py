@@ -105,70 +105,50 @@ def _condat(y, lam, x):  # pragma: no cover - compiled
     a segment is closed (a jump) when the dual leaves [-lam, lam], and values are fixed back to the
     segment's start."""
     n = y.shape[0]
-    k = 0
-    k0 = 0
-    kplus = 0
-    kminus = 0
+    k = k0 = kplus = kminus = 0  # k0 <= kminus, kplus <= k always: a closed segment is never empty
     umin, umax = lam, -lam
     vmin, vmax = y[0] - lam, y[0] + lam
     while True:
         if k == n - 1:  # the right end: close the last segment(s)
-            if umin < 0.0:
-                while True:
-                    x[k0] = vmin; k0 += 1
-                    if k0 > kminus: break
+            if umin < 0.0:  # negative jump after kminus
+                x[k0:kminus + 1] = vmin
+                k = kminus = k0 = kminus + 1
                 if k0 >= n:  # everything written (rounding can put the last jump at the end)
                     return
-                k = k0
-                kminus = k0
                 vmin = y[k]; umin = lam; umax = vmin + umin - vmax
-            elif umax > 0.0:
-                while True:
-                    x[k0] = vmax; k0 += 1
-                    if k0 > kplus: break
+            elif umax > 0.0:  # positive jump after kplus
+                x[k0:kplus + 1] = vmax
+                k = kplus = k0 = kplus + 1
                 if k0 >= n:
                     return
-                k = k0
-                kplus = k0
                 vmax = y[k]; umax = -lam; umin = vmax + umax - vmin
             else:
-                vmin += umin / (k - k0 + 1)
-                while True:
-                    x[k0] = vmin; k0 += 1
-                    if k0 > k: break
+                x[k0:k + 1] = vmin + umin / (k - k0 + 1)
                 return
             continue
         umin += y[k + 1] - vmin
-        if umin < -lam:
-            while True:
-                x[k0] = vmin; k0 += 1
-                if k0 > kminus: break
-            k = k0
-            kplus = k0
-            kminus = k0
+        if umin < -lam:  # negative jump: the segment ends at kminus
+            x[k0:kminus + 1] = vmin
+            k = kplus = kminus = k0 = kminus + 1
             vmin = y[k]; vmax = vmin + 2 * lam
             umin = lam; umax = -lam
-        else:
-            umax += y[k + 1] - vmax
-            if umax > lam:
-                while True:
-                    x[k0] = vmax; k0 += 1
-                    if k0 > kplus: break
-                k = k0
-                kplus = k0
-                kminus = k0
-                vmax = y[k]; vmin = vmax - 2 * lam
-                umin = lam; umax = -lam
-            else:
-                k += 1
-                if umin >= lam:
-                    kminus = k
-                    vmin += (umin - lam) / (k - k0 + 1)
-                    umin = lam
-                if umax <= -lam:
-                    kplus = k
-                    vmax += (umax + lam) / (k - k0 + 1)
-                    umax = -lam
+            continue
+        umax += y[k + 1] - vmax
+        if umax > lam:  # positive jump: the segment ends at kplus
+            x[k0:kplus + 1] = vmax
+            k = kplus = kminus = k0 = kplus + 1
+            vmax = y[k]; vmin = vmax - 2 * lam
+            umin = lam; umax = -lam
+            continue
+        k += 1  # no jump: the segment goes on
+        if umin >= lam:
+            kminus = k
+            vmin += (umin - lam) / (k - k0 + 1)
+            umin = lam
+        if umax <= -lam:
+            kplus = k
+            vmax += (umax + lam) / (k - k0 + 1)
+            umax = -lam
 
 
 def _condat_rows(y, lam, x):  # pragma: no cover - compiled

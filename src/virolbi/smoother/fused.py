@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from virolbi.smoother.operators import dct_matrix, laplacian_eigenvalues
+
 try:  # numba is a dependency, but keep the package importable without it
     import numba
 except ImportError:  # pragma: no cover
@@ -74,10 +76,8 @@ def width_transform(height: int, width: int, nu: float, dtype) -> tuple[np.ndarr
     ``(ct, c, piv)`` with ``c`` the orthonormal DCT-II matrix along the width (row ``k`` the
     ``k``-th eigenvector of the Neumann Laplacian :math:`L_W`), ``ct`` its transpose and ``piv`` the
     Thomas pivots of every width frequency (:func:`thomas_pivots`, ν folded in)."""
-    k, j = np.arange(width)[:, None], np.arange(width)[None, :]
-    c = np.cos(np.pi * (j + 0.5) * k / width) * np.sqrt(2.0 / width)
-    c[0] /= np.sqrt(2.0)
-    lam = 4.0 * np.sin(np.pi * np.arange(width) / (2 * width)) ** 2  # eigenvalues of L_W
+    c = dct_matrix(width).numpy()
+    lam = laplacian_eigenvalues(width).numpy()  # eigenvalues of L_W
     return tuple(np.ascontiguousarray(m, dtype=dtype)
                  for m in (c.T, c, thomas_pivots(height, lam, nu)))
 

@@ -145,7 +145,7 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     nonflat = _count(~flat_h, ~flat_v)
     slv = make_solver(solver, h, w, kappa=kappa, nu=nu, step=step, grouped=grouped,
                       max_iter=max_iter, dtype=x.dtype, device=x.device)
-    st = slv.start(x, torch.zeros_like(dxh), torch.zeros_like(dxv))
+    st = slv.start(x)
     if _fused_applies(solver, grouped, x) and run_levels:
         rec = LevelRecorder(run_levels, x, 1, _fused.imex_path(
             st.u0, st.zh, st.zv, st.k, flat_h[:, 0], flat_v[:, 0], nonflat, run_levels, nu=nu,

@@ -122,9 +122,10 @@ class ExplicitSolver(_Solver):
     with :math:`\alpha = 1/(\kappa\|H\|_2)` (exact :math:`\|H\|_2`,
     :func:`~virolbi.smoother.operators.hessian_norm`)."""
 
-    def start(self, x: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor) -> PathState:
+    def start(self, x: torch.Tensor) -> PathState:
         idx = torch.arange(x.shape[0], device=x.device)
-        return PathState(idx=idx, k=torch.zeros_like(idx), x=x, zh=zh, zv=zv, u=torch.zeros_like(x))
+        return PathState(idx=idx, k=torch.zeros_like(idx), x=x, zh=torch.zeros_like(x[..., :, 1:]),
+                         zv=torch.zeros_like(x[..., 1:, :]), u=torch.zeros_like(x))
 
     def iterate(self, st: PathState) -> Iterate:
         return Iterate(st.u, *self.gamma(st))
@@ -152,7 +153,7 @@ class DctSolver(_Solver):
     While :math:`\gamma = 0`, :math:`u = u_0 = A^{-1}x` and ``z`` grows linearly: :meth:`start` jumps to
     just before the first edge enters (same path, fewer iterations)."""
 
-    def start(self, x: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor) -> PathState:
+    def start(self, x: torch.Tensor) -> PathState:
         u0 = self.neumann(x)
         d0h, d0v = forward_diff(u0)
         top = torch.maximum(edge_magnitude(d0h, self.grouped).flatten(1).amax(1),

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from virolbi.data.dataset import batch_of
 from virolbi.io import atomic_path, save_json, save_text
@@ -172,6 +173,12 @@ class TrainingRun:
     prepare_time: float = 0.0
     writer: Any = None
     rows: list = field(default_factory=list)
+    flips_base: Tensor | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.cfg["augment"]["flip"] == "alternating":  # one draw, flipped every other epoch
+            g = torch.Generator().manual_seed(mix_seed(self.cfg["seed"], 3))
+            self.flips_base = torch.rand(len(self.train_data), generator=g) < 0.5
 
     def run(self, start_epoch: int, callbacks: list) -> None:
         """Epochs ``start_epoch`` .. ``epochs - 1``: train, validate, save, call back."""
@@ -190,14 +197,14 @@ class TrainingRun:
             for cb in callbacks:
                 cb(epoch + 1, row)
 
-    def _batch(self, gidx: torch.Tensor, epoch: int, step: int, flips_base) -> tuple:
+    def _batch(self, gidx: torch.Tensor, epoch: int, step: int) -> tuple:
         """The process's share of the global batch ``gidx``: fetched, transformed, augmented."""
         cfg, aug = self.cfg, self.cfg["augment"]
         pad, flip = aug["crop_padding"], aug["flip"]
         g = torch.Generator().manual_seed(mix_seed(cfg["seed"], epoch, step, 2))
         dy, dx, flips = sample_crop_flip(gidx.numel(), pad, flip is not False, g)
-        if flips_base is not None:
-            flips = alternating_flips(flips_base[gidx], epoch)
+        if self.flips_base is not None:
+            flips = alternating_flips(self.flips_base[gidx], epoch)
         part = shard(torch.arange(gidx.numel()), self.info.rank, self.info.world_size)
         idx = gidx[part].numpy()
         x = self.procedure.fetch(idx, epoch, cfg["optim"]["epochs"]).to(self.device).float() / 255.0
@@ -216,15 +223,13 @@ class TrainingRun:
         notify_epoch_start(unwrap_model(self.net), epoch, epochs)
         self.net.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
-        flips_base = (torch.rand(n, generator=torch.Generator().manual_seed(mix_seed(seed, 3)))
-                      < 0.5 if cfg["augment"]["flip"] == "alternating" else None)
         totals = torch.zeros(3, dtype=torch.float64)
         progress = cfg["logging"]["progress"] and self.info.is_main
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                    disable=None if progress else True, leave=False)
         for step in bar:
             gidx = order[step * gb:(step + 1) * gb]
-            x, y = self._batch(gidx, epoch, step, flips_base)
+            x, y = self._batch(gidx, epoch, step)
             # DDP averages gradients over processes: scale so the result is the global mean.
             loss_sum, correct = _train_step(self.net, self.opt, x, y, world / gidx.numel(), cfg,
                                             self.device)
