@@ -148,6 +148,10 @@ def test_reproduce_errors(tiny_plan, tmp_path):
     bad.write_text(plan.path.read_text().replace("suite: clean,", "suite: clean, eval_images: 3,"))
     with pytest.raises(InputError, match="table5.eval_images must be an integer >= 10, got 3"):
         load_plan(bad)
+    bad.write_text(plan.path.read_text().replace("overrides: [procedure.name=fixed]}",
+                                                 "overrides: [procedure.name=fixed], eot_samples: 0}"))
+    with pytest.raises(InputError, match="t_fixed.eot_samples must be an integer >= 1, got 0"):
+        load_plan(bad)
 
 
 def test_wilson_interval_against_reference_values():
@@ -175,3 +179,29 @@ def test_shipped_plan_parses():
     seeds = [m for m in plan.models if m.startswith(("fast_cifar10_vanilla", "fast_cifar10_fixed_",
                                                       "fast_cifar10_iterative"))]
     assert len(seeds) == 6                           # two seeds each
+
+
+def test_baseline_defences_have_their_own_columns_and_paper_figures():
+    from virolbi.reproduce.plan import procedure_key
+    from virolbi.reproduce.tables import _paper
+
+    plan = load_plan(ROOT / "configs/reproduce/cifar10_fast.yaml")
+    keys = {m: procedure_key(plan.models[m]) for m in plan.tables["table8"].models}
+    assert keys["fast_cifar10_fast_at_s0"] == "fast_at" and keys["fast_cifar10_awp_s0"] == "awp"
+    assert keys["fast_cifar10_pni_s0"] == "pni" and keys["fast_cifar10_fixed_s0"] == "fixed"
+    assert plan.models["fast_cifar10_pni_s0"].eot_samples > 1          # a random model: EOT
+    assert plan.images_of("table8") == plan.images_of("table2")         # they share cells
+    assert _paper("table8", "8/255", "pni", True) == 51.21
+    assert _paper("table8", "8/255", "awp", False) == 55.30
+    assert _paper("table8", "8/255", "awp", True) is None
+
+
+def test_a_cell_evaluated_on_other_images_is_not_reused(tiny_plan, tmp_path):
+    from virolbi.io import save_json
+    from virolbi.reproduce.runner import cell_dir, evaluate_cell
+
+    _, plan = tiny_plan
+    out = cell_dir(tmp_path, "noise", "t_vanilla")
+    save_json({"rows": [], "sanity": [], "meta": {"eval_images": 1000}}, out / "results.json")
+    with pytest.raises(InputError, match="evaluated on 1000 images but this table asks for 10"):
+        evaluate_cell(plan, "t_vanilla", "noise", None, list(range(10)), tmp_path, {})

@@ -22,6 +22,7 @@ __all__ = [
     "check_positive",
     "check_unit_interval",
     "check_levels",
+    "check_ratio",
 ]
 
 
@@ -62,6 +63,25 @@ def check_in_range(value: Any, name: str, low: float, high: float, *, low_open: 
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise InputError(f"{name} must be in {interval}, got {value!r}")
     return v
+
+
+def check_ratio(value: Any, name: str) -> float:
+    """A finite number ``>= 0`` given as a number or as a fraction string such as ``"8/255"``.
+
+    Examples
+    --------
+    >>> check_ratio("8/255", "eps") == 8 / 255, check_ratio(0.5, "eps")
+    (True, 0.5)
+    """
+    if isinstance(value, str):
+        num, sep, den = value.partition("/")
+        try:
+            v = float(num) / float(den) if sep else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"{name} must be a number or a fraction such as 8/255, got "
+                             f"{value!r}") from None
+        return check_positive(v, name, strict=False)
+    return check_positive(value, name, strict=False)
 
 
 def check_unit_interval(value: Any, name: str = "sparsity") -> float:

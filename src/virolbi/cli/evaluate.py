@@ -125,6 +125,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps-convention", choices=("pixel", "normalized"), default="pixel",
                         help="epsilon on [0, 1] pixels, or on normalised images (the paper's "
                              "Table 2 wording: pixel radius eps x the channel's std, ~4x smaller)")
+    parser.add_argument("--eot-samples", type=int, default=None,
+                        help="average every attack gradient over N forward passes (EOT) - for "
+                             "randomised models such as PNI; default: 8 for a model with weight "
+                             "noise, else 1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     parser.add_argument("--no-sanity", action="store_true",
@@ -137,10 +141,11 @@ def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_unit_interval, resolve_device
     from virolbi.io import check_output_dir
     from virolbi.evaluate import evaluate, get_suite, write_report
+    from virolbi.models.pni import default_eot_samples
 
     get_suite(args.suite)  # an unknown suite fails before anything is loaded
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
-                        ("--pgd-steps", args.pgd_steps)):
+                        ("--pgd-steps", args.pgd_steps), ("--eot-samples", args.eot_samples)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     sparsity = (None if args.preprocess_sparsity is None
@@ -172,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(model, dataset, suite=args.suite, preprocess=preprocess, limit=args.limit,
                        batch_size=args.batch_size, device=device, seed=args.seed,
                        pgd_steps=args.pgd_steps, sanity=not args.no_sanity, meta=meta,
-                       eps_convention=args.eps_convention)
+                       eps_convention=args.eps_convention,
+                       eot_samples=args.eot_samples or default_eot_samples(model))
     paths = write_report(results, args.output_dir)
     clean = [r for r in results.rows if r.group == "clean"]
     failed = [c.name for c in results.sanity if not c.passed]

@@ -99,7 +99,8 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
              batch_size: int = 128, device: str | torch.device = "cpu", seed: int = 0,
              pgd_steps: int = 20, pgd_step_size: float | None = None, progress: bool = True,
              sanity: bool = True, preprocess_name: str | None = None,
-             meta: dict | None = None, eps_convention: str = "pixel") -> Results:
+             meta: dict | None = None, eps_convention: str = "pixel",
+             eot_samples: int = 1) -> Results:
     r"""Accuracy of a classifier under every perturbation of a suite, without and with preprocessing.
 
     For every spec of the suite and every batch, the perturbed images :math:`T(x)` are classified
@@ -152,6 +153,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         How the suite's ε are meant: on [0, 1] pixels, or on normalised images (the pixel radius of
         channel ``c`` is then ε·σ_c, σ from the model's :class:`~virolbi.models.Normalize` layer;
         :func:`virolbi.attacks.base.eps_for_convention`). Recorded in every adversarial row.
+    eot_samples : int, default 1
+        Every attack gradient (and PGD's choice of restart) averages this many forward passes
+        (EOT, Athalye et al. 2018): for randomised models such as PNI (:mod:`virolbi.models.pni`)
+        or a random preprocessing. Recorded in ``meta["attacks"]``.
 
     Returns
     -------
@@ -188,6 +193,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     limit = _check_count(limit, "limit", allow_none=True)
     batch_size = _check_count(batch_size, "batch_size")
     pgd_steps = _check_count(pgd_steps, "pgd_steps")
+    eot_samples = _check_count(eot_samples, "eot_samples")
     dev = resolve_device(device, "device")
     data = EvalData(dataset)
 
@@ -243,7 +249,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
                 gen = generators[(spec.perturbation, spec.level)]
                 if spec.group in ("adversarial", "sanity"):
                     _evaluate_attack(model, preprocess, pname, spec, steps, pgd_step_size, gen, x, y,
-                                     tally, radius_of)
+                                     tally, radius_of, eot_samples)
                 else:
                     with torch.no_grad():
                         xp = _apply(spec, x, gen)
@@ -274,10 +280,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
                  "(perturbation, level) seeded with sha256(seed/perturbation/level)",
         "preprocess": pname,
         "eps_convention": eps_convention,
-        "attacks": {"fgsm": {"norm": "Linf"},
+        "attacks": {"fgsm": {"norm": "Linf", "eot_samples": eot_samples},
                     "pgd": {"norm": "Linf", "steps": pgd_steps, "random_start": True,
                             "step_size": pgd_step_size if pgd_step_size is not None else "eps/4",
-                            "restarts": 1}},
+                            "restarts": 1, "eot_samples": eot_samples}},
         "skipped": skipped,
         "elapsed_s": round(elapsed, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -304,8 +310,9 @@ def _radius_function(model: nn.Module, convention: str) -> Callable[[float], Any
 
 def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec: PerturbationSpec,
                      steps: int, step_size: float | None, gen: torch.Generator, x: Tensor, y: Tensor,
-                     tally: Callable, radius_of: Callable[[float], Any]) -> None:
-    """One batch of an adversarial spec in each of its threat models."""
+                     tally: Callable, radius_of: Callable[[float], Any], eot_samples: int = 1) -> None:
+    """One batch of an adversarial spec in each of its threat models (gradients averaged over
+    ``eot_samples`` forward passes)."""
     name = "pgd" if spec.perturbation.startswith("pgd") else spec.perturbation
     attack = _attack(name, radius_of(float(spec.value)), steps, step_size, gen)
     params = {k: v for k, v in attack.config().items() if k != "generator"}
@@ -318,11 +325,11 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
                                                                          "forward_with_labels"):
             continue
         if threat.adaptive:
-            x_adv = attack_with_threat_model(model, preprocess, x, y, attack, threat)
+            x_adv = attack_with_threat_model(model, preprocess, x, y, attack, threat, eot_samples)
         else:
             if x_attacked is None:
                 x_attacked = attack_with_threat_model(model, None, x, y, attack,
-                                                      ThreatModel.CLASSIFIER)
+                                                      ThreatModel.CLASSIFIER, eot_samples)
             x_adv = x_attacked
         with torch.no_grad():
             logits = model(preprocess(x_adv)) if threat.uses_preprocess else model(x_adv)

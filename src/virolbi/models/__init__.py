@@ -8,6 +8,8 @@
 - :mod:`~virolbi.models.resnet`: :func:`resnet18`, :func:`resnet50` with a width multiplier.
 - :mod:`~virolbi.models.vit`: :func:`vit_tiny` with position-embedding resampling.
 - :mod:`~virolbi.models.normalize`: :class:`Normalize`, :data:`DATASET_STATS`, :class:`NormalizedModel`.
+- :mod:`~virolbi.models.pni`: :func:`add_weight_noise`, :func:`set_weight_noise` (PNI, He et al.
+  2019: trainable Gaussian noise on the weights of every convolution, on at test time).
 - :mod:`~virolbi.models.pretrained`: :func:`load_pretrained` from local files (``weights_only=True``).
 
 Models from :func:`create_model` take float images ``(B, C, H, W)`` in [0, 1]; normalisation is
@@ -22,6 +24,7 @@ from virolbi.models.normalize import (
     normalize,
     resolve_stats,
 )
+from virolbi.models.pni import add_weight_noise, set_weight_noise
 from virolbi.models.pretrained import LoadResult, extract_state_dict, load_pretrained
 from virolbi.models.registry import create_model, list_models, register
 from virolbi.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
@@ -29,6 +32,8 @@ from virolbi.models.vit import VisionTransformer, resample_pos_embed, vit_tiny
 
 __all__ = [
     "AirbenchNet",
+    "add_weight_noise",
+    "set_weight_noise",
     "PatchWhitening",
     "airbench",
     "DATASET_STATS",

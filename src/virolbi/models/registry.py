@@ -203,7 +203,9 @@ def create_model(name: str, num_classes: int = 10, *, width: float = 1.0,
         With ``pretrained``: skip the file's classifier when its shape differs (fine-tuning to a new
         class count). Default False: a class-count mismatch is an error.
     **kw
-        Model options: ``stem`` and ``zero_init_residual`` (ResNets); ``patch_size``, ``depth``,
+        Model options: ``weight_noise`` (any model: PNI on every trainable convolution,
+        ``{"alpha": 0.25, "channelwise": False}``, :mod:`virolbi.models.pni`);
+        ``stem`` and ``zero_init_residual`` (ResNets); ``patch_size``, ``depth``,
         ``embed_dim``, ``num_heads``, ``mlp_dim``, ``dropout``, ``attn_dropout`` (ViT); anything the
         torchvision / timm constructor takes.
 
@@ -227,6 +229,9 @@ def create_model(name: str, num_classes: int = 10, *, width: float = 1.0,
         raise InputError(f"model name must be a string, got {name!r}")
     num_classes = _check_num_classes(num_classes)
     width = check_positive(width, "width")
+    from virolbi.models.pni import add_weight_noise, weight_noise_options
+
+    noise = weight_noise_options(kw.pop("weight_noise", None))
     lib, sep, arch = name.partition(":")
     stats: Any
     if sep:
@@ -242,6 +247,8 @@ def create_model(name: str, num_classes: int = 10, *, width: float = 1.0,
                              f"(or 'torchvision:<name>', 'timm:<name>')")
         net = _call_builtin(name, num_classes, width, image_size, kw)
         stats = _DEFAULT_STATS[name](kw)
+    if noise is not None:
+        add_weight_noise(net, **noise)
 
     if normalize is True:
         model: nn.Module = NormalizedModel(net, *resolve_stats(stats))

@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+from virolbi.checks import check_ratio
 from virolbi.errors import InputError
 
-__all__ = ["ModelSpec", "TableSpec", "Plan", "load_plan", "procedure_key", "TABLE_SUITES"]
+__all__ = ["ModelSpec", "TableSpec", "Plan", "load_plan", "procedure_key", "defence_key",
+           "TABLE_SUITES"]
 
 #: The Square attack's settings unless the plan says otherwise (L∞ on pixels, ≥ 1000 queries).
 SQUARE_DEFAULTS = {"images": 500, "queries": 1000, "eps": 8 / 255}
@@ -29,6 +31,7 @@ class ModelSpec:
     name: str
     config: Path
     overrides: tuple[str, ...] = ()
+    eot_samples: int = 1  # forward passes per attack gradient (randomised models, e.g. PNI)
 
     def resolved(self, output_dir: Path | None = None) -> dict[str, Any]:
         """The model's resolved training configuration (output in ``output_dir``)."""
@@ -75,19 +78,41 @@ class Plan:
         return [m for m in self.models if m in wanted]
 
 
+def defence_key(cfg: dict[str, Any]) -> str | None:
+    """The baseline defence of a resolved training config: ``pni`` (weight noise), ``tv_layer``,
+    ``awp``, ``fast_at`` (FGSM-RS training), ``pgd_at``; None for plain training."""
+    kwargs = cfg["model"].get("kwargs") or {}
+    adv = cfg.get("adversarial") or {}
+    if kwargs.get("weight_noise"):
+        return "pni"
+    if kwargs.get("tv_layer") is not None:
+        return "tv_layer"
+    if adv.get("method") and adv.get("awp_gamma"):
+        return "awp"
+    return {"fgsm_rs": "fast_at", "pgd": "pgd_at"}.get(adv.get("method"))
+
+
 def procedure_key(spec: ModelSpec) -> str:
-    """``vanilla``, ``blur``, ``iterative`` or ``fixed<level>`` (``fixed`` at 0.6) of a model.
+    """``vanilla``, ``blur``, ``iterative`` or ``fixed<level>`` (``fixed`` at 0.6) of a model; a
+    baseline defence (:func:`defence_key`) on Vanilla is named by itself, on another procedure
+    as ``procedure+defence``.
 
     Examples
     --------
     >>> procedure_key(ModelSpec("m", Path("configs/fast/cifar10_fixed.yaml"), ("procedure.sparsity=0.4",)))
     'fixed0.4'
+    >>> procedure_key(ModelSpec("m", Path("configs/fast/cifar10_fast_at.yaml")))
+    'fast_at'
     """
     cfg = spec.resolved()
     proc = cfg["procedure"]
+    key = proc["name"]
     if proc["name"] == "fixed" and abs(proc["sparsity"] - 0.6) > 1e-9:
-        return f"fixed{proc['sparsity']:g}"
-    return proc["name"]
+        key = f"fixed{proc['sparsity']:g}"
+    defence = defence_key(cfg)
+    if defence is None:
+        return key
+    return defence if key == "vanilla" else f"{key}+{defence}"
 
 
 def _root_of(path: Path) -> Path:
@@ -113,7 +138,10 @@ def load_plan(path: str | os.PathLike) -> Plan:
     for name, m in (raw.get("models") or {}).items():
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(name)) or not isinstance(m, dict):
             raise InputError(f"{path}: model {name!r} needs a plain name and a mapping")
-        models[name] = ModelSpec(name, root / m["config"], tuple(m.get("overrides") or ()))
+        eot = m.get("eot_samples", 1)
+        if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+            raise InputError(f"{path}: {name}.eot_samples must be an integer >= 1, got {eot!r}")
+        models[name] = ModelSpec(name, root / m["config"], tuple(m.get("overrides") or ()), eot)
     tables = {}
     for name, t in (raw.get("tables") or {}).items():
         if t.get("suite") not in TABLE_SUITES:
@@ -134,9 +162,7 @@ def load_plan(path: str | os.PathLike) -> Plan:
         tables[name] = TableSpec(name, t.get("title", name), t["suite"], tuple(t["models"]),
                                  convs if t["suite"] == "adversarial" else (), square, n_img)
     square_cfg = {**SQUARE_DEFAULTS, **(raw.get("square") or {})}
-    if isinstance(square_cfg["eps"], str):
-        num, _, den = square_cfg["eps"].partition("/")
-        square_cfg["eps"] = float(num) / float(den or 1)
+    square_cfg["eps"] = check_ratio(square_cfg["eps"], f"{path}: square.eps")
     return Plan(raw.get("name", path.stem), path, dict(raw.get("dataset") or {}),
                 int(raw.get("eval_images", 2000)), int(raw.get("eval_seed", 0)),
                 float(raw.get("test_time_sparsity", 0.6)), models, tables, square_cfg,

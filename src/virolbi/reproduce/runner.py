@@ -89,6 +89,18 @@ def cell_dir(work: Path, suite: str, name: str, convention: str | None = None) -
     return work / "eval" / (f"{suite}-{convention}" if convention else suite) / name
 
 
+def _check_cell_images(path: Path, n_images: int) -> None:
+    """A cell already evaluated is reused only when it saw the same number of images (cells are
+    shared between tables, e.g. Table 2 and Table 8)."""
+    from virolbi.io import load_json
+
+    seen = load_json(path).get("meta", {}).get("eval_images")
+    if seen is not None and int(seen) != n_images:
+        raise InputError(f"{path} was evaluated on {seen} images but this table asks for "
+                         f"{n_images}: give the tables that share a model the same eval_images, "
+                         "or move the old cell away")
+
+
 def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any, work: Path,
                   shared: dict[str, nn.Module], progress: bool = True,
                   convention: str | None = None) -> Path:
@@ -102,6 +114,7 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
 
     out = cell_dir(work, suite, name, convention)
     if (out / "results.json").is_file():
+        _check_cell_images(out / "results.json", len(data))
         return out / "results.json"
     pre = _preprocess_for(plan, name, suite, shared)
     inner = pre.inner if isinstance(pre, PerImageCache) else pre
@@ -112,7 +125,8 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
     results = evaluate(model, data, suite=_suite_specs(suite), preprocess=pre,
                        preprocess_name=_preprocess_name(inner) if inner is not None else None,
                        batch_size=250, seed=plan.eval_seed, progress=progress, sanity=True,
-                       meta=meta, eps_convention=convention or "pixel", pgd_steps=plan.pgd_steps)
+                       meta=meta, eps_convention=convention or "pixel", pgd_steps=plan.pgd_steps,
+                       eot_samples=plan.models[name].eot_samples)
     write_report(results, out)
     return out / "results.json"
 

@@ -27,7 +27,8 @@ THREAT_LABELS = {"classifier": "none (attack and classify f)",
                  "worst_case": "lowest of the adaptive and gradient-free rows"}
 
 PROCEDURE_LABELS = {"vanilla": "Vanilla", "blur": "Blur", "fixed": "Fix 0.6",
-                    "iterative": "Iterative"}
+                    "iterative": "Iterative", "fast_at": "Fast AT", "pgd_at": "PGD AT",
+                    "awp": "AWP", "pni": "PNI", "tv_layer": "TV layer"}
 
 #: Per suite: the row keys (perturbation, level or None for all levels) in the paper's order.
 _ROWS = {

@@ -99,6 +99,17 @@ DEFAULTS: dict[str, Any] = {
         "every": 1,              # validate every N epochs (and after the last)
         "test_time_sparsity": None,    # e.g. 0.6: also report accuracy on smoothed val images
     },
+    "adversarial": {             # adversarial training (virolbi.train.adversarial); method null: off
+        "method": None,          # null | fgsm_rs (fast AT, Wong et al. 2020) | pgd (Madry et al. 2018)
+        "eps": 8 / 255,          # L-inf radius on [0, 1] pixels; "8/255" is accepted
+        "step_size": None,       # null: 1.25 eps (fgsm_rs), eps/4 (pgd: 2/255 at 8/255)
+        "steps": 7,              # pgd iterations
+        "clean_weight": 0.0,     # loss = (1 - w) adversarial + w clean (PNI: 0.5)
+        "awp_gamma": 0.0,        # > 0: adversarial weight perturbation (AWP, Wu et al. 2020: 5e-3)
+        # FGSM/PGD accuracy on training images held out of training, after every epoch: detects
+        # catastrophic overfitting and keeps the weights with the best PGD accuracy (images 0: off)
+        "monitor": {"images": 512, "pgd_steps": 10, "drop": 0.1},
+    },
     "logging": {"tensorboard": True, "progress": True,
                 "keep_checkpoints": False},  # true (every epoch) or a list of epochs, e.g. [1, 2, 5]
     "ddp": {"backend": "auto", "sync_batchnorm": True, "timeout_minutes": 360},
@@ -267,6 +278,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"optim.scheduler must be cosine, linear, step or constant, got "
                          f"{cfg['optim']['scheduler']!r}")
     _validate_recipe(cfg)
+    from virolbi.train.adversarial import validate_adversarial
+
+    cfg["adversarial"] = validate_adversarial(cfg["adversarial"])
     _int(cfg, "augment", "crop_padding", 0)
     _int(cfg, "eval", "batch_size", 1)
     _int(cfg, "eval", "every", 1)

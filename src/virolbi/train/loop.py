@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import random
 import time
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from virolbi.data.dataset import batch_of
 from virolbi.io import atomic_path, save_json, save_text
+from virolbi.train.adversarial import AdversarialTraining, RobustnessMonitor, perturbed_weights
 from virolbi.train.augment import alternating_flips, apply_crop_flip, sample_crop_flip
 from virolbi.train.ddp import DistInfo, all_reduce_sum, shard, unwrap_model
 from virolbi.train.model_hooks import start_epoch as notify_epoch_start
@@ -31,7 +33,8 @@ from virolbi.train.procedures import Procedure
 __all__ = ["METRIC_FIELDS", "TrainingRun", "mix_seed", "rng_state", "set_rng_state"]
 
 METRIC_FIELDS = ("epoch", "lr", "sparsity", "train_loss", "train_acc", "val_loss", "val_acc",
-                 "val_acc_pre", "epoch_time", "prepare_time")
+                 "val_acc_pre", "monitor_fgsm_acc", "monitor_pgd_acc", "overfitting", "epoch_time",
+                 "prepare_time")
 
 
 def mix_seed(*values: int) -> int:
@@ -50,30 +53,45 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 
 def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                scale: float, cfg: dict, device: torch.device) -> tuple[float, int]:
+                scale: float, cfg: dict, device: torch.device,
+                adversary: AdversarialTraining | None = None) -> tuple[float, int]:
     """One optimiser step on the batch ``(x, y)``, in micro-batches whose gradients accumulate.
 
     The loss of each micro-batch is its summed cross-entropy times ``scale`` (1 / global batch,
     times the process count under DDP), so the step is the same whatever the micro-batch size
-    (up to floating-point order and BatchNorm statistics). Returns (summed loss, correct).
+    (up to floating-point order and BatchNorm statistics). With ``adversary`` every micro-batch is
+    replaced by its adversarial images first (and AWP perturbs the weights for the step;
+    :mod:`virolbi.train.adversarial`). Returns (summed loss, correct on the trained images).
     """
     comp, o = cfg["compute"], cfg["optim"]
     if comp["channels_last"]:
         x = x.contiguous(memory_format=torch.channels_last)
     size = comp["micro_batch"] or x.shape[0]
-    chunks = list(zip(x.split(size), y.split(size)))
+    autocast = functools.partial(_autocast, device, comp["precision"])
+    chunks = [(xs, xs, ys) for xs, ys in zip(x.split(size), y.split(size))]
+    perturbation: dict = {}
+    if adversary is not None:
+        plain = unwrap_model(net)  # attacks and AWP's ascent need no DDP gradient sync
+        chunks = [(xs, adversary.examples(plain, xs, ys, autocast), ys) for xs, _, ys in chunks]
+        if adversary.awp_gamma > 0:
+            perturbation = adversary.weight_perturbation(plain, [(xa, ys) for _, xa, ys in chunks],
+                                                         autocast)
     opt.zero_grad(set_to_none=True)
     loss_total, correct = 0.0, 0
-    for i, (xs, ys) in enumerate(chunks):
-        sync = i == len(chunks) - 1 or not hasattr(net, "no_sync")
-        with (contextlib.nullcontext() if sync else net.no_sync()):
-            with _autocast(device, comp["precision"]):
-                logits = net(xs)
-            loss_sum = F.cross_entropy(logits.float(), ys, reduction="sum",
-                                       label_smoothing=o["label_smoothing"])
-            (loss_sum * scale).backward()
-        loss_total += loss_sum.item()
-        correct += int((logits.argmax(1) == ys).sum().item())
+    with perturbed_weights(perturbation):
+        for i, (xs, xin, ys) in enumerate(chunks):
+            sync = i == len(chunks) - 1 or not hasattr(net, "no_sync")
+            with (contextlib.nullcontext() if sync else net.no_sync()):
+                if adversary is not None:
+                    loss_sum, logits = adversary.loss(net, xs, xin, ys, o["label_smoothing"], autocast)
+                else:
+                    with autocast():
+                        logits = net(xin)
+                    loss_sum = F.cross_entropy(logits.float(), ys, reduction="sum",
+                                               label_smoothing=o["label_smoothing"])
+                (loss_sum * scale).backward()
+            loss_total += loss_sum.item()
+            correct += int((logits.argmax(1) == ys).sum().item())
     if o["grad_clip"]:
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                        o["grad_clip"])
@@ -171,6 +189,8 @@ class TrainingRun:
     run_info: dict
     val_pre_images: np.ndarray | None = None
     prepare_time: float = 0.0
+    adversary: AdversarialTraining | None = None
+    monitor: RobustnessMonitor | None = None
     writer: Any = None
     rows: list = field(default_factory=list)
     flips_base: Tensor | None = field(init=False, default=None)
@@ -189,6 +209,8 @@ class TrainingRun:
             if self.val_data is not None and ((epoch + 1) % self.cfg["eval"]["every"] == 0
                                               or epoch + 1 == epochs):
                 self.validate(row)
+            if self.monitor is not None:
+                self.watch(row, epoch)
             row["epoch_time"] = time.perf_counter() - t_epoch
             row["prepare_time"] = self.prepare_time if epoch == start_epoch else 0.0
             self.rows.append(row)
@@ -232,7 +254,7 @@ class TrainingRun:
             x, y = self._batch(gidx, epoch, step)
             # DDP averages gradients over processes: scale so the result is the global mean.
             loss_sum, correct = _train_step(self.net, self.opt, x, y, world / gidx.numel(), cfg,
-                                            self.device)
+                                            self.device, self.adversary)
             self.sched.step()
             if self.lookahead is not None:
                 self.lookahead.after_step(unwrap_model(self.net),
@@ -258,6 +280,23 @@ class TrainingRun:
             row["val_acc_pre"] = _evaluate(self.net, self.val_data, info, dev, bs, None,
                                            images=self.val_pre_images)[1]
 
+    def watch(self, row: dict[str, Any], epoch: int) -> None:
+        """The robustness monitor's reading after ``epoch`` (0-based) into ``row``; a note on
+        catastrophic overfitting (:mod:`virolbi.train.adversarial`)."""
+        import sys
+
+        reading, collapsed = self.monitor.update(unwrap_model(self.net), epoch + 1)
+        row.update(monitor_fgsm_acc=reading["fgsm"], monitor_pgd_acc=reading["pgd"],
+                   overfitting=int(collapsed))
+        self.run_info["kept_epoch"] = self.monitor.best_epoch  # the weights model.pt will hold
+        if collapsed and self.info.is_main:
+            best = self.monitor.history[self.monitor.best_epoch - 1]
+            print(f"virolbi train: catastrophic overfitting at epoch {epoch + 1}: PGD accuracy on "
+                  f"{len(self.monitor.labels)} held-out images fell from {best['pgd']:.1%} (epoch "
+                  f"{self.monitor.best_epoch}) to {reading['pgd']:.1%} while FGSM accuracy rose to "
+                  f"{reading['fgsm']:.1%}; the weights of epoch {self.monitor.best_epoch} are kept",
+                  file=sys.stderr)
+
     def save(self, epoch: int, row: dict[str, Any]) -> None:
         """The checkpoint (``last.pt``, and ``epoch_NNNN.pt`` when kept), metrics and TensorBoard."""
         ckpt = {"model": unwrap_model(self.net).state_dict(), "optimizer": self.opt.state_dict(),
@@ -265,6 +304,8 @@ class TrainingRun:
                 "config": self.cfg, "metrics": self.rows}
         if self.lookahead is not None:
             ckpt["lookahead"] = self.lookahead.state_dict()
+        if self.monitor is not None:
+            ckpt["monitor"] = self.monitor.state_dict()
         with atomic_path(self.out / "last.pt") as tmp:
             torch.save(ckpt, tmp)
         keep = self.cfg["logging"]["keep_checkpoints"]  # snapshots for figures over training

@@ -25,7 +25,9 @@ __all__ = ["build_optimizer", "Lookahead"]
 
 
 def build_optimizer(optim: Mapping[str, Any], net: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW over the trainable parameters, with the normalisation biases in their own group.
+    """SGD or AdamW over the trainable parameters, with the normalisation biases in their own group
+    (learning rate × ``norm_bias_lr_scale``, weight decay ÷ it) and PNI's noise scales in another
+    (no weight decay, which would pull them towards 0 whatever their use).
 
     Examples
     --------
@@ -35,20 +37,23 @@ def build_optimizer(optim: Mapping[str, Any], net: nn.Module) -> torch.optim.Opt
     >>> [(round(g["lr"], 6), round(g["weight_decay"], 9), len(g["params"])) for g in opt.param_groups]
     [(0.1, 0.001, 3), (6.4, 1.5625e-05, 1)]
     """
+    from virolbi.models.pni import weight_noise_layers
+
     scale = float(optim.get("norm_bias_lr_scale") or 1.0)
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     norm_biases = {id(m.bias) for m in net.modules()
                    if isinstance(m, norm_types) and getattr(m, "bias", None) is not None}
+    noise_scales = {id(m.alpha) for m in weight_noise_layers(net)}  # PNI: no decay towards 0
     params = [p for p in net.parameters() if p.requires_grad]
     lr, wd = optim["lr"], optim["weight_decay"]
+    special = norm_biases | noise_scales if scale != 1.0 else noise_scales
+    groups = [{"params": [p for p in params if id(p) not in special], "lr": lr, "weight_decay": wd}]
     if scale != 1.0:
-        groups = [{"params": [p for p in params if id(p) not in norm_biases], "lr": lr,
-                   "weight_decay": wd},
-                  {"params": [p for p in params if id(p) in norm_biases], "lr": lr * scale,
-                   "weight_decay": wd / scale}]
-        groups = [g for g in groups if g["params"]]
-    else:
-        groups = [{"params": params, "lr": lr, "weight_decay": wd}]
+        groups.append({"params": [p for p in params if id(p) in norm_biases], "lr": lr * scale,
+                       "weight_decay": wd / scale})
+    groups.append({"params": [p for p in params if id(p) in noise_scales], "lr": lr,
+                   "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]]
     if optim["name"] == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=optim["momentum"],
                                nesterov=optim["nesterov"], weight_decay=wd)

@@ -345,7 +345,10 @@ def _resume(cfg: dict, ckpt_path: Path | None, run: TrainingRun, notes: list[str
         return None
     ckpt = load_checkpoint(ckpt_path)
     _check_resumable(ckpt, ckpt_path, run.lookahead is not None)
-    differs = _first_difference(_comparable(ckpt.get("config", {})), _comparable(cfg))
+    from virolbi.train.config import DEFAULTS, merge  # sections added since the run are defaults
+
+    written = merge(DEFAULTS, ckpt.get("config", {}))
+    differs = _first_difference(_comparable(written), _comparable(cfg))
     if differs is not None:
         raise InputError(f"cannot resume from {ckpt_path}: it was written with a different "
                          f"configuration ({differs} differs; only name, resume, logging, "
@@ -356,6 +359,8 @@ def _resume(cfg: dict, ckpt_path: Path | None, run: TrainingRun, notes: list[str
         run.sched.load_state_dict(ckpt["scheduler"])
         if run.lookahead is not None:
             run.lookahead.load_state_dict(ckpt["lookahead"])
+        if run.monitor is not None and "monitor" in ckpt:
+            run.monitor.load_state_dict(ckpt["monitor"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot resume from {ckpt_path}: its state does not fit this "
@@ -363,6 +368,29 @@ def _resume(cfg: dict, ckpt_path: Path | None, run: TrainingRun, notes: list[str
     run.rows[:] = list(ckpt.get("metrics", []))
     set_rng_state(ckpt["rng"])
     return int(ckpt["epoch"])
+
+
+def _hold_out_monitor(cfg: dict, train_data: Any, device: torch.device) -> tuple[Any, Any]:
+    """(the training set, the robustness monitor): adversarial training with a monitor holds
+    ``adversarial.monitor.images`` class-balanced training images out of training to watch for
+    catastrophic overfitting on them (:class:`~virolbi.train.adversarial.RobustnessMonitor`)."""
+    from virolbi.data.dataset import batch_of
+    from virolbi.train.adversarial import RobustnessMonitor
+
+    a = cfg["adversarial"]
+    m = a["monitor"]
+    if a["method"] is None or not m["images"]:
+        return train_data, None
+    targets = np.asarray(train_data.targets)
+    if m["images"] >= len(targets):
+        raise InputError(f"adversarial.monitor.images ({m['images']}) must be smaller than the "
+                         f"{len(targets)} training images")
+    held = balanced_subset(targets, m["images"], cfg["seed"])
+    x, y = batch_of(train_data, held)
+    x = x.to(device).float() / 255.0 if x.dtype == torch.uint8 else x.to(device)
+    monitor = RobustnessMonitor(x, y.to(device), a["eps"], m["pgd_steps"], m["drop"],
+                                cfg["eval"]["batch_size"])
+    return train_data.subset(np.setdiff1d(np.arange(len(targets)), held)), monitor
 
 
 def _open_outputs(cfg: dict, run: TrainingRun, notes: list[str]) -> None:
@@ -386,6 +414,7 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
     train_data, val_data = _load_data(cfg, train_data, val_data)
     num_classes = cfg["data"]["num_classes"] or len(getattr(train_data, "classes", []) or
                                                      np.unique(train_data.targets))
+    train_data, monitor = _hold_out_monitor(cfg, train_data, device)
     n = len(train_data)
     if n < info.world_size:
         raise InputError(f"the training set has {n} images, fewer than the {info.world_size} "
@@ -393,8 +422,11 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
     procedure, val_pre, prepare_time = _prepare_procedure(cfg, info, train_data, val_data, path_fn)
     net, opt, sched, lookahead, steps = _build_training(cfg, info, device, model, procedure,
                                                         train_data, num_classes)
+    from virolbi.train.adversarial import AdversarialTraining
+
     run = TrainingRun(cfg, info, device, procedure, train_data, val_data, net, opt, sched,
-                      lookahead, steps, out, {}, val_pre, prepare_time)
+                      lookahead, steps, out, {}, val_pre, prepare_time,
+                      AdversarialTraining.from_config(cfg["adversarial"]), monitor)
     notes: list[str] = []
     resumed_from = _resume(cfg, out / "last.pt" if out else None, run, notes)
     meta = run_metadata(device)
@@ -407,6 +439,8 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
     try:
         run.run(resumed_from or 0, callbacks)
         final = unwrap_model(net)
+        if monitor is not None and monitor.best_state is not None:  # best PGD accuracy
+            final.load_state_dict(monitor.best_state)
         if info.is_main and out is not None:
             with atomic_path(out / "model.pt") as tmp:
                 torch.save(final.state_dict(), tmp)

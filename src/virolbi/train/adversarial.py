@@ -1,0 +1,278 @@
+r"""Adversarial training for any model and procedure of the trainer: the defences the paper compares
+against (Table 8), as options of :func:`virolbi.train.train` (config section ``adversarial``).
+
+- **PGD adversarial training** (Madry et al. 2018): every training batch is replaced by its PGD-k
+  adversarial images (L∞ ball of radius ε on [0, 1] pixels, random start, step η),
+
+  .. math:: \min_\theta \; \mathbb{E}_{(x, y)} \max_{\|\delta\|_\infty \le \varepsilon}
+            \ell\big(f_\theta(x + \delta), y\big).
+
+- **Fast adversarial training** (Wong, Rice, Kolter 2020, "FGSM-RS"): one signed-gradient step of
+  size 1.25ε from a uniform random start, :math:`\delta = \Pi_\varepsilon(u + 1.25\varepsilon\,
+  \mathrm{sign}\nabla_x\ell(f(x + u), y))`, :math:`u \sim U[-\varepsilon, \varepsilon]^d`; with the
+  triangular (cyclic) learning rate of the fast recipe. Its failure mode, *catastrophic
+  overfitting* (PGD accuracy collapsing within a few steps while FGSM accuracy rises), is watched by
+  :class:`RobustnessMonitor` on held-out training images; the weights with the best PGD accuracy
+  are kept.
+- **Mixed loss** (PNI, He et al. 2019): :math:`(1 - w)\,\ell(f(x'), y) + w\,\ell(f(x), y)` with
+  ``clean_weight`` w (PNI: 0.5).
+- **AWP** (Wu, Xia, Wang 2020): adversarial weight perturbation on top of either attack. Per batch,
+  one ascent step on the weights at the adversarial images,
+  :math:`v_l = \gamma \|w_l\| \, g_l / \|g_l\|` with :math:`g_l = \nabla_{w_l}\ell(f_w(x'), y)`
+  for every weight tensor of a convolution or linear layer (``ndim > 1``); the training gradient is
+  taken at :math:`w + v` and applied to :math:`w`.
+
+Training-time attacks run with the network in training mode (BatchNorm on batch statistics), as
+in the papers' code, and under the training precision (bfloat16 autocast when configured); the
+attack gradient is taken with respect to the images only. The loss the attack ascends is the plain
+cross-entropy; the training loss keeps the recipe's label smoothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from virolbi.checks import check_positive, check_ratio
+from virolbi.errors import InputError
+
+__all__ = ["METHODS", "AdversarialTraining", "RobustnessMonitor", "catastrophic_overfitting",
+           "validate_adversarial"]
+
+#: Training-time attacks: None (clean training), FGSM from a random start, PGD.
+METHODS = (None, "fgsm_rs", "pgd")
+
+
+def validate_adversarial(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the ``adversarial`` config section; fractions such as ``"8/255"`` become numbers."""
+    a = dict(section)
+    if a["method"] not in METHODS:
+        raise InputError(f"adversarial.method must be null, fgsm_rs or pgd, got {a['method']!r}")
+    a["eps"] = check_ratio(a["eps"], "adversarial.eps")
+    if a["eps"] > 1:
+        raise InputError(f"adversarial.eps is on [0, 1] pixels and must be <= 1, got {a['eps']!r} "
+                         "(did you mean 8/255?)")
+    if a["step_size"] is not None:
+        a["step_size"] = check_ratio(a["step_size"], "adversarial.step_size")
+    for key in ("steps",):
+        if isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 1:
+            raise InputError(f"adversarial.{key} must be an integer >= 1, got {a[key]!r}")
+    w = check_positive(a["clean_weight"], "adversarial.clean_weight", strict=False)
+    if w > 1:
+        raise InputError(f"adversarial.clean_weight must be in [0, 1], got {a['clean_weight']!r}")
+    check_positive(a["awp_gamma"], "adversarial.awp_gamma", strict=False)
+    m = dict(a["monitor"])
+    for key in ("images", "pgd_steps"):
+        if isinstance(m[key], bool) or not isinstance(m[key], int) or m[key] < 0:
+            raise InputError(f"adversarial.monitor.{key} must be an integer >= 0, got {m[key]!r}")
+    m["drop"] = check_positive(m["drop"], "adversarial.monitor.drop")
+    a["monitor"] = m
+    return a
+
+
+@dataclass
+class AdversarialTraining:
+    """The training-time attack and loss of one run (built from the ``adversarial`` section).
+
+    Parameters
+    ----------
+    method : {"fgsm_rs", "pgd"}
+        Fast adversarial training (Wong et al. 2020) or PGD adversarial training (Madry et al. 2018).
+    eps : float
+        L∞ radius on [0, 1] pixels (8/255).
+    step_size : float, optional
+        Attack step; default 1.25ε for ``fgsm_rs`` (Wong et al.) and ε/4 for ``pgd`` (2/255 at 8/255).
+    steps : int
+        PGD iterations (7); ignored by ``fgsm_rs``.
+    clean_weight : float
+        Weight of the clean loss (0: adversarial images only; PNI: 0.5).
+    awp_gamma : float
+        AWP's relative weight-perturbation size γ (0: off; Wu et al.: 5e-3).
+
+    Examples
+    --------
+    >>> at = AdversarialTraining("fgsm_rs", eps=8 / 255)
+    >>> round(at.step * 255, 2)
+    10.0
+    """
+
+    method: str
+    eps: float
+    step_size: float | None = None
+    steps: int = 7
+    clean_weight: float = 0.0
+    awp_gamma: float = 0.0
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "AdversarialTraining | None":
+        """None when ``adversarial.method`` is null (clean training)."""
+        if section.get("method") is None:
+            return None
+        return cls(section["method"], float(section["eps"]), section["step_size"],
+                   int(section["steps"]), float(section["clean_weight"]),
+                   float(section["awp_gamma"]))
+
+    @property
+    def step(self) -> float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        return 1.25 * self.eps if self.method == "fgsm_rs" else self.eps / 4
+
+    def examples(self, net: nn.Module, x: Tensor, y: Tensor,
+                 autocast: Callable[[], Any] = contextlib.nullcontext) -> Tensor:
+        """Adversarial images of the batch ``(x, y)`` against ``net`` in its current mode, detached.
+
+        ``fgsm_rs``: one step of 1.25ε from a uniform start; ``pgd``: ``steps`` steps from a
+        uniform start; both projected onto the ε-ball around ``x`` and onto [0, 1].
+        """
+        delta = (torch.rand_like(x) * 2 - 1) * self.eps
+        x_adv = (x + delta).clamp(0.0, 1.0)
+        for _ in range(1 if self.method == "fgsm_rs" else self.steps):
+            x_adv.requires_grad_(True)
+            with autocast():
+                logits = net(x_adv)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            grad, = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach() + self.step * grad.sign()
+            x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0.0, 1.0)
+        return x_adv.detach()
+
+    def loss(self, net: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, label_smoothing: float,
+             autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[Tensor, Tensor]:
+        """(summed training loss, logits on the adversarial images): ``(1 - w)·ℓ(x') + w·ℓ(x)``."""
+        with autocast():
+            logits = net(x_adv)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
+        if self.clean_weight > 0:
+            with autocast():
+                clean = net(x)
+            loss = (1 - self.clean_weight) * loss + self.clean_weight * F.cross_entropy(
+                clean.float(), y, reduction="sum", label_smoothing=label_smoothing)
+        return loss, logits
+
+    def weight_perturbation(self, net: nn.Module, batches: Sequence[tuple[Tensor, Tensor]],
+                            autocast: Callable[[], Any] = contextlib.nullcontext
+                            ) -> dict[nn.Parameter, Tensor]:
+        r"""AWP's perturbation :math:`v_l = \gamma\|w_l\| g_l/\|g_l\|` (Wu et al. 2020), from the
+        gradient of the cross-entropy at the adversarial ``batches`` ``[(x', y), ...]``."""
+        params = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
+        grads = [torch.zeros_like(p) for p in params]
+        for x_adv, y in batches:
+            with autocast():
+                logits = net(x_adv)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            for g, d in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
+                if d is not None:
+                    g += d
+        out = {}
+        for p, g in zip(params, grads):
+            norm = g.norm()
+            if norm > 0:
+                out[p] = self.awp_gamma * p.detach().norm() * g / norm
+        return out
+
+
+@contextlib.contextmanager
+def perturbed_weights(perturbation: Mapping[nn.Parameter, Tensor]) -> Iterator[None]:
+    """Add ``v`` to each weight for the duration of the block (AWP); the weights are restored
+    exactly afterwards (copied back, not ``w + v - v``)."""
+    saved = {p: p.detach().clone() for p in perturbation}
+    with torch.no_grad():
+        for p, v in perturbation.items():
+            p.add_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, w in saved.items():
+                p.copy_(w)
+
+
+def catastrophic_overfitting(history: Sequence[Mapping[str, float]], drop: float = 0.1) -> bool:
+    """Whether the last monitor reading shows catastrophic overfitting (Wong et al. 2020, §5).
+
+    ``history`` holds ``{"fgsm": acc, "pgd": acc}`` per reading. It fires when the last PGD accuracy
+    lies more than ``drop`` below the best one so far while the FGSM accuracy is at least the FGSM
+    accuracy of that best reading: the network has learnt to defeat its own one-step attack
+    (a masked gradient) and lost robustness to the multi-step one.
+
+    Examples
+    --------
+    >>> catastrophic_overfitting([{"fgsm": .40, "pgd": .30}, {"fgsm": .70, "pgd": .02}])
+    True
+    >>> catastrophic_overfitting([{"fgsm": .40, "pgd": .30}, {"fgsm": .42, "pgd": .31}])
+    False
+    """
+    if len(history) < 2:
+        return False
+    best = max(history[:-1], key=lambda h: h["pgd"])
+    last = history[-1]
+    return last["pgd"] < best["pgd"] - drop and last["fgsm"] >= best["fgsm"]
+
+
+class RobustnessMonitor:
+    """FGSM and PGD accuracy of the network on a fixed set of held-out images, after every epoch;
+    the weights with the best PGD accuracy; catastrophic-overfitting detection.
+
+    Parameters
+    ----------
+    images : Tensor
+        Float ``(N, C, H, W)`` in [0, 1], never trained on.
+    labels : Tensor
+        ``(N,)``.
+    eps : float
+        L∞ radius of both attacks on [0, 1] pixels.
+    pgd_steps : int
+        PGD iterations (step ε/4, random start, a fixed seed so readings are comparable).
+    drop : float
+        PGD accuracy drop that counts as a collapse (:func:`catastrophic_overfitting`).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, eps: float, pgd_steps: int = 10,
+                 drop: float = 0.1, batch_size: int = 256) -> None:
+        self.images, self.labels = images, labels
+        self.eps, self.pgd_steps, self.drop, self.batch_size = eps, pgd_steps, drop, batch_size
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, Tensor] | None = None
+        self.best_epoch: int | None = None
+
+    def measure(self, net: nn.Module) -> dict[str, float]:
+        """``{"fgsm": acc, "pgd": acc}`` of ``net`` (in eval mode) on the held-out images."""
+        from virolbi.attacks import fgsm, pgd
+
+        g = torch.Generator().manual_seed(0)
+        right = np.zeros(2)
+        for start in range(0, len(self.labels), self.batch_size):
+            x = self.images[start:start + self.batch_size]
+            y = self.labels[start:start + self.batch_size]
+            for i, x_adv in enumerate((fgsm(net, x, y, self.eps),
+                                       pgd(net, x, y, self.eps, self.pgd_steps, generator=g))):
+                with torch.no_grad():
+                    right[i] += float((net(x_adv).argmax(1) == y).sum())
+        n = max(1, len(self.labels))
+        return {"fgsm": float(right[0] / n), "pgd": float(right[1] / n)}
+
+    def update(self, net: nn.Module, epoch: int) -> tuple[dict[str, float], bool]:
+        """Measure after ``epoch`` (1-based), keep the weights if their PGD accuracy is the best;
+        (the reading, whether catastrophic overfitting shows)."""
+        reading = self.measure(net)
+        self.history.append(reading)
+        if self.best_epoch is None or reading["pgd"] > max(h["pgd"] for h in self.history[:-1]):
+            self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            self.best_epoch = epoch
+        return reading, catastrophic_overfitting(self.history, self.drop)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history), "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.history = [dict(h) for h in state.get("history", [])]
+        self.best_epoch = state.get("best_epoch")
+        self.best_state = state.get("best_state")
