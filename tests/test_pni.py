@@ -84,3 +84,35 @@ def test_evaluation_records_eot_and_attacks_the_random_model():
     res = evaluate(net, (x, y), suite=[spec], sanity=False, progress=False, eot_samples=3)
     assert res.meta["attacks"]["pgd"]["eot_samples"] == 3
     assert res.accuracy("pgd", "8/255", threat_model="classifier") < 0.5
+
+
+def test_eot_through_a_deterministic_preprocess_smooths_each_input_once():
+    """EOT redraws the random model, not the (deterministic) smoother: a PGD step with 4 EOT samples
+    calls the preprocess once per new input, and the attack equals the one without the memo."""
+    from virolbi.attacks import PGD, attack_with_threat_model
+
+    class Counting(torch.nn.Module):
+        deterministic = True
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return x.clamp(0.1, 0.9)
+
+    torch.manual_seed(0)
+    net = pni_airbench().eval()
+    x, y = torch.rand(4, 3, 32, 32), torch.arange(4)
+    attack = PGD(None, eps=8 / 255, steps=3, generator=torch.Generator().manual_seed(0))
+    pre = Counting()
+    torch.manual_seed(1)
+    memo = attack_with_threat_model(net, pre, x, y, attack, "adaptive_bpda_identity", eot_samples=4)
+    assert pre.calls == 4                      # 3 steps + the final loss, not 4 x 4
+    pre.deterministic = False                  # a random preprocess is redrawn every sample
+    attack = PGD(None, eps=8 / 255, steps=3, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    plain = attack_with_threat_model(net, pre, x, y, attack, "adaptive_bpda_identity", eot_samples=4)
+    assert pre.calls == 4 + 16
+    torch.testing.assert_close(memo, plain)

@@ -171,6 +171,9 @@ class GaussianBlur(nn.Module):
     torch.Size([1, 3, 16, 16])
     """
 
+    #: The same input gives the same output (attacks may reuse an output under EOT).
+    deterministic = True
+
     def __init__(self, kernel_size: int = 3, sigma: float = 2.0, *,
                  padding_mode: str = "reflect") -> None:
         super().__init__()

@@ -165,6 +165,9 @@ class ViRoLBI(torch.nn.Module):
     torch.Size([2, 3, 8, 8])
     """
 
+    #: The same input gives the same output (attacks may reuse an output under EOT).
+    deterministic = True
+
     def __init__(self, sparsity: float = 0.6, *, kappa: float = 5.0, nu: float = 1.0,
                  group: bool = True, solver: str = DEFAULT_SOLVER, step: float | None = None,
                  max_iter: int | None = None, projection: str = "graph") -> None:
