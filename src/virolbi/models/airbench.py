@@ -146,11 +146,16 @@ class AirbenchNet(nn.Module):
         Insert a learnable TV-proximal layer (:class:`~virolbi.models.tv_layer.TVLayer`, the TV-layer
         baseline of Yeh et al. 2022) after the stem, with this initial weight per channel; ``None``
         (default): none.
+    cifs : bool or dict
+        Put a CIFS layer (:class:`~virolbi.models.cifs.CIFS`, channel-wise importance-based feature
+        selection, Yan et al. 2021) after the last group; a dict passes ``k``, ``temperature``,
+        ``scale``.
     """
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = AIRBENCH_WIDTHS,
                  scale: float = 1 / 9, bn_momentum: float = 0.4,
-                 whiten_bias_epochs: int | None = 3, tv_layer: float | None = None) -> None:
+                 whiten_bias_epochs: int | None = 3, tv_layer: float | None = None,
+                 cifs: bool | dict | None = None) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1:
@@ -167,6 +172,10 @@ class AirbenchNet(nn.Module):
             groups.append(ConvGroup(cin, w, bn_momentum))
             cin = w
         self.layers = nn.Sequential(*groups)
+        from virolbi.models.cifs import CIFS, cifs_options
+
+        options = cifs_options(cifs)
+        self.cifs = CIFS(widths[-1], num_classes, **options) if options is not None else None
         self.pool = nn.MaxPool2d(3)
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.scale = float(scale)
@@ -174,6 +183,8 @@ class AirbenchNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.gelu(self.whiten(x))
         x = self.layers(x if self.tv is None else self.tv(x))
+        if self.cifs is not None:
+            x = self.cifs(x)
         x = self.pool(x).flatten(1)
         return self.head(x) * self.scale
 

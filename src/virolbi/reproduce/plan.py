@@ -79,12 +79,14 @@ class Plan:
 
 
 def defence_key(cfg: dict[str, Any]) -> str | None:
-    """The baseline defence of a resolved training config: ``pni`` (weight noise), ``tv_layer``,
+    """The baseline defence of a resolved training config: ``pni`` (weight noise), ``cifs``, ``tv_layer``,
     ``awp``, ``fast_at`` (FGSM-RS training), ``pgd_at``; None for plain training."""
     kwargs = cfg["model"].get("kwargs") or {}
     adv = cfg.get("adversarial") or {}
     if kwargs.get("weight_noise"):
         return "pni"
+    if kwargs.get("cifs"):
+        return "cifs"
     if kwargs.get("tv_layer") is not None:
         return "tv_layer"
     if adv.get("method") and adv.get("awp_gamma"):

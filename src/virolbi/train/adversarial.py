@@ -24,8 +24,9 @@ against (Table 8), as options of :func:`virolbi.train.train` (config section ``a
 
 Training-time attacks run with the network in training mode (BatchNorm on batch statistics), as
 in the papers' code, and under the training precision (bfloat16 autocast when configured); the
-attack gradient is taken with respect to the images only. The loss the attack ascends is the plain
-cross-entropy; the training loss keeps the recipe's label smoothing.
+attack gradient is taken with respect to the images only. The loss the attack ascends is the model's
+training loss without label smoothing (the cross-entropy; for CIFS its Eq. 4.3 objective); the
+training loss keeps the recipe's label smoothing.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from virolbi.checks import check_positive, check_ratio
 from virolbi.errors import InputError
+from virolbi.train.model_hooks import before_training_forward, training_loss
 
 __all__ = ["METHODS", "AdversarialTraining", "RobustnessMonitor", "catastrophic_overfitting",
            "validate_adversarial"]
@@ -131,29 +132,31 @@ class AdversarialTraining:
         ``fgsm_rs``: one step of 1.25ε from a uniform start; ``pgd``: ``steps`` steps from a
         uniform start; both projected onto the ε-ball around ``x`` and onto [0, 1].
         """
+        before_training_forward(net, y)
         delta = (torch.rand_like(x) * 2 - 1) * self.eps
         x_adv = (x + delta).clamp(0.0, 1.0)
         for _ in range(1 if self.method == "fgsm_rs" else self.steps):
             x_adv.requires_grad_(True)
             with autocast():
                 logits = net(x_adv)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum")
-            grad, = torch.autograd.grad(loss, x_adv)
+            grad, = torch.autograd.grad(training_loss(net, logits, y), x_adv)
             x_adv = x_adv.detach() + self.step * grad.sign()
             x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0.0, 1.0)
         return x_adv.detach()
 
     def loss(self, net: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, label_smoothing: float,
              autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[Tensor, Tensor]:
-        """(summed training loss, logits on the adversarial images): ``(1 - w)·ℓ(x') + w·ℓ(x)``."""
+        """(summed training loss, logits on the adversarial images): ``(1 - w)·ℓ(x') + w·ℓ(x)``,
+        ℓ the model's training loss (:func:`virolbi.train.model_hooks.training_loss`)."""
+        before_training_forward(net, y)
         with autocast():
             logits = net(x_adv)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
+        loss = training_loss(net, logits, y, label_smoothing)
         if self.clean_weight > 0:
             with autocast():
                 clean = net(x)
-            loss = (1 - self.clean_weight) * loss + self.clean_weight * F.cross_entropy(
-                clean.float(), y, reduction="sum", label_smoothing=label_smoothing)
+            loss = (1 - self.clean_weight) * loss + self.clean_weight * training_loss(
+                net, clean, y, label_smoothing)
         return loss, logits
 
     def weight_perturbation(self, net: nn.Module, batches: Sequence[tuple[Tensor, Tensor]],
@@ -164,9 +167,10 @@ class AdversarialTraining:
         params = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
         grads = [torch.zeros_like(p) for p in params]
         for x_adv, y in batches:
+            before_training_forward(net, y)
             with autocast():
                 logits = net(x_adv)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            loss = training_loss(net, logits, y)
             for g, d in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
                 if d is not None:
                     g += d

@@ -27,6 +27,7 @@ from virolbi.io import atomic_path, save_json, save_text
 from virolbi.train.adversarial import AdversarialTraining, RobustnessMonitor, perturbed_weights
 from virolbi.train.augment import alternating_flips, apply_crop_flip, sample_crop_flip
 from virolbi.train.ddp import DistInfo, all_reduce_sum, shard, unwrap_model
+from virolbi.train.model_hooks import before_training_forward, training_loss
 from virolbi.train.model_hooks import start_epoch as notify_epoch_start
 from virolbi.train.procedures import Procedure
 
@@ -70,8 +71,8 @@ def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tenso
     autocast = functools.partial(_autocast, device, comp["precision"])
     chunks = [(xs, xs, ys) for xs, ys in zip(x.split(size), y.split(size))]
     perturbation: dict = {}
+    plain = unwrap_model(net)  # attacks and AWP's ascent need no DDP gradient sync
     if adversary is not None:
-        plain = unwrap_model(net)  # attacks and AWP's ascent need no DDP gradient sync
         chunks = [(xs, adversary.examples(plain, xs, ys, autocast), ys) for xs, _, ys in chunks]
         if adversary.awp_gamma > 0:
             perturbation = adversary.weight_perturbation(plain, [(xa, ys) for _, xa, ys in chunks],
@@ -85,10 +86,10 @@ def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tenso
                 if adversary is not None:
                     loss_sum, logits = adversary.loss(net, xs, xin, ys, o["label_smoothing"], autocast)
                 else:
+                    before_training_forward(plain, ys)
                     with autocast():
                         logits = net(xin)
-                    loss_sum = F.cross_entropy(logits.float(), ys, reduction="sum",
-                                               label_smoothing=o["label_smoothing"])
+                    loss_sum = training_loss(plain, logits, ys, o["label_smoothing"])
                 (loss_sum * scale).backward()
             loss_total += loss_sum.item()
             correct += int((logits.argmax(1) == ys).sum().item())

@@ -5,6 +5,9 @@ when an epoch starts.
   :func:`init_from_data` on the input it receives when the model sees a batch of training images.
 - A module with ``on_epoch_start(epoch, epochs)`` is called by :func:`start_epoch` (e.g. to freeze a
   parameter after some epochs).
+- A model with CIFS layers (:mod:`virolbi.models.cifs`) is told the labels of each training batch
+  (:func:`before_training_forward`) and trained on its own objective (:func:`training_loss`, Eq. 4.3
+  of the CIFS chapter); every other model on the cross-entropy.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["init_from_data", "start_epoch", "data_fitted_modules"]
+__all__ = ["init_from_data", "start_epoch", "data_fitted_modules", "before_training_forward",
+           "training_loss"]
 
 
 class _Stop(Exception):
@@ -69,3 +73,19 @@ def start_epoch(model: nn.Module, epoch: int, epochs: int) -> None:
         hook = getattr(m, "on_epoch_start", None)
         if callable(hook):
             hook(epoch, epochs)
+
+
+def before_training_forward(model: nn.Module, y: torch.Tensor) -> None:
+    """Give the model the true labels of the batch it is about to be trained (or attacked) on."""
+    from virolbi.models.cifs import set_cifs_labels
+
+    set_cifs_labels(model, y)
+
+
+def training_loss(model: nn.Module, logits: torch.Tensor, y: torch.Tensor,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """The summed training loss of a batch: the model's own objective where it has one (CIFS:
+    final and probe cross-entropies, Eq. 4.3), else the cross-entropy."""
+    from virolbi.models.cifs import cifs_loss
+
+    return cifs_loss(model, logits, y, label_smoothing)
