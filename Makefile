@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo,tensorboard,attacks,explain]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,demo,tensorboard,attacks,explain,ode]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -87,7 +87,7 @@ def list_models() -> list[str]:
     Examples
     --------
     >>> list_models()
-    ['airbench', 'resnet18', 'resnet50', 'vit_tiny']
+    ['airbench', 'odenet_small', 'resnet18', 'resnet50', 'vit_tiny']
     """
     return sorted(_REGISTRY)
 
@@ -98,6 +98,16 @@ def _airbench(num_classes: int, *, width: float = 1.0, image_size: object = None
               whiten_bias_epochs: Any = 3, tv_layer: Any = None, cifs: Any = None) -> nn.Module:
     return airbench(num_classes, width=width, widths=widths, scale=scale, bn_momentum=bn_momentum,
                     whiten_bias_epochs=whiten_bias_epochs, tv_layer=tv_layer, cifs=cifs)
+
+
+@register("odenet_small", default_stats="cifar10")
+def _odenet_small(num_classes: int, *, image_size: object = None, kind: str = "tisode",
+                  T: float = 1.0, method: str = "euler", steps: int = 10,
+                  steady_weight: float = 0.1) -> nn.Module:
+    from virolbi.models.odenet import odenet_small
+
+    return odenet_small(num_classes, kind=kind, T=T, method=method, steps=steps,
+                        steady_weight=steady_weight)
 
 
 @register("resnet18", default_stats=lambda kw: "cifar10" if kw.get("stem", "cifar") == "cifar"

@@ -5,6 +5,7 @@ when an epoch starts.
   :func:`init_from_data` on the input it receives when the model sees a batch of training images.
 - A module with ``on_epoch_start(epoch, epochs)`` is called by :func:`start_epoch` (e.g. to freeze a
   parameter after some epochs).
+- A module with ``auxiliary_loss()`` adds it to the training loss (TisODE's steady-state loss).
 - A model with CIFS layers (:mod:`virolbi.models.cifs`) is told the labels of each training batch
   (:func:`before_training_forward`) and trained on its own objective (:func:`training_loss`, Eq. 4.3
   of the CIFS chapter); every other model on the cross-entropy.
@@ -85,7 +86,13 @@ def before_training_forward(model: nn.Module, y: torch.Tensor) -> None:
 def training_loss(model: nn.Module, logits: torch.Tensor, y: torch.Tensor,
                   label_smoothing: float = 0.0) -> torch.Tensor:
     """The summed training loss of a batch: the model's own objective where it has one (CIFS:
-    final and probe cross-entropies, Eq. 4.3), else the cross-entropy."""
+    final and probe cross-entropies, Eq. 4.3), else the cross-entropy; plus the ``auxiliary_loss()``
+    of every module that has one (TisODE's steady-state loss, Eq. 3.5 of its chapter)."""
     from virolbi.models.cifs import cifs_loss
 
-    return cifs_loss(model, logits, y, label_smoothing)
+    loss = cifs_loss(model, logits, y, label_smoothing)
+    for m in model.modules():
+        extra = m.auxiliary_loss() if callable(getattr(m, "auxiliary_loss", None)) else None
+        if extra is not None:
+            loss = loss + extra
+    return loss
