@@ -39,7 +39,7 @@ def step_cfg(**compute):
 
 
 # ---------------------------------------------------------------- the training-time attacks
-@pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])
+@pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])  # projected onto the eps-ball
 def test_examples_stay_in_the_ball_and_raise_the_loss(batch, method):
     x, y = batch
     net = linear_net()
@@ -68,6 +68,24 @@ def test_fgsm_rs_is_one_step_of_one_and_a_quarter_eps_from_a_uniform_start(batch
     g, = torch.autograd.grad(F.cross_entropy(net(xg), y, reduction="sum"), xg)
     expected = torch.minimum(torch.maximum(start + 1.25 * EPS * g.sign(), x - EPS), x + EPS).clamp(0, 1)
     torch.testing.assert_close(x_adv, expected, atol=1e-6, rtol=0)
+
+
+def test_nfgsm_is_one_step_of_eps_from_a_2eps_start_without_projection(batch):
+    """de Jorge et al. (2022): x' = clip01(x + u + eps sign(grad at x + u)), u ~ U[-2 eps, 2 eps]^d;
+    the perturbation may reach 3 eps (no projection onto the eps-ball)."""
+    x, y = batch
+    net = linear_net()
+    at = AdversarialTraining("nfgsm", EPS)
+    assert at.step == pytest.approx(EPS)
+    torch.manual_seed(5)
+    u = (torch.rand_like(x) * 2 - 1) * 2 * EPS
+    torch.manual_seed(5)
+    x_adv = at.examples(net, x, y)
+    start = (x + u).clamp(0, 1)
+    xg = start.clone().requires_grad_(True)
+    g, = torch.autograd.grad(F.cross_entropy(net(xg), y, reduction="sum"), xg)
+    torch.testing.assert_close(x_adv, (start + EPS * g.sign()).clamp(0, 1), atol=1e-6, rtol=0)
+    assert (x_adv - x).abs().max() > 2 * EPS
 
 
 def test_adversarial_step_lowers_the_adversarial_loss_more_than_a_clean_step(batch):

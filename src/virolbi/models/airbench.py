@@ -150,18 +150,28 @@ class AirbenchNet(nn.Module):
         Put a CIFS layer (:class:`~virolbi.models.cifs.CIFS`, channel-wise importance-based feature
         selection, Yan et al. 2021) after the last group; a dict passes ``k``, ``temperature``,
         ``scale``.
+    csc : bool or dict
+        Replace the patch-whitening stem by a CSC layer (:class:`~virolbi.models.csc.CSCLayer`,
+        SDNet's convolutional sparse coding, Li et al. 2022) with as many atoms as the whitening
+        has channels (24); a dict passes ``atoms``, ``kernel_size``, ``lam``, ``steps``.
     """
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = AIRBENCH_WIDTHS,
                  scale: float = 1 / 9, bn_momentum: float = 0.4,
                  whiten_bias_epochs: int | None = 3, tv_layer: float | None = None,
-                 cifs: bool | dict | None = None) -> None:
+                 cifs: bool | dict | None = None, csc: bool | dict | None = None) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1:
             raise InputError(f"airbench widths must be 3 positive integers, got {widths}")
-        self.whiten = PatchWhitening(3, 2, bias_epochs=whiten_bias_epochs)
+        self.whiten: nn.Module = PatchWhitening(3, 2, bias_epochs=whiten_bias_epochs)
         cin = self.whiten.out_channels
+        if csc is not None and csc is not False:
+            from virolbi.models.csc import CSCLayer
+
+            options = {"atoms": cin, **({} if csc is True else dict(csc))}
+            self.whiten = CSCLayer(3, **options)
+            cin = options["atoms"]
         self.tv = None
         if tv_layer is not None:
             from virolbi.models.tv_layer import TVLayer

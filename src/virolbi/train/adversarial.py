@@ -14,6 +14,11 @@ against (Table 8), as options of :func:`virolbi.train.train` (config section ``a
   overfitting* (PGD accuracy collapsing within a few steps while FGSM accuracy rises), is watched by
   :class:`RobustnessMonitor` on held-out training images; the weights with the best PGD accuracy
   are kept.
+- **N-FGSM** (de Jorge et al. 2022), the single-step attack that avoids catastrophic overfitting at
+  the same cost: a larger noise and no projection back onto the ε-ball,
+  :math:`x' = \mathrm{clip}_{[0,1]}(x + u + \varepsilon\,\mathrm{sign}\nabla_x\ell(f(x + u), y))`,
+  :math:`u \sim U[-2\varepsilon, 2\varepsilon]^d` (the training perturbation reaches 3ε; the
+  evaluation's ε is unchanged).
 - **Mixed loss** (PNI, He et al. 2019): :math:`(1 - w)\,\ell(f(x'), y) + w\,\ell(f(x), y)` with
   ``clean_weight`` w (PNI: 0.5).
 - **AWP** (Wu, Xia, Wang 2020): adversarial weight perturbation on top of either attack. Per batch,
@@ -46,15 +51,16 @@ from virolbi.train.model_hooks import before_training_forward, training_loss
 __all__ = ["METHODS", "AdversarialTraining", "RobustnessMonitor", "catastrophic_overfitting",
            "validate_adversarial"]
 
-#: Training-time attacks: None (clean training), FGSM from a random start, PGD.
-METHODS = (None, "fgsm_rs", "pgd")
+#: Training-time attacks: None (clean training), FGSM from a random start, N-FGSM, PGD.
+METHODS = (None, "fgsm_rs", "nfgsm", "pgd")
 
 
 def validate_adversarial(section: Mapping[str, Any]) -> dict[str, Any]:
     """Check the ``adversarial`` config section; fractions such as ``"8/255"`` become numbers."""
     a = dict(section)
     if a["method"] not in METHODS:
-        raise InputError(f"adversarial.method must be null, fgsm_rs or pgd, got {a['method']!r}")
+        raise InputError(f"adversarial.method must be null, fgsm_rs, nfgsm or pgd, got "
+                         f"{a['method']!r}")
     a["eps"] = check_ratio(a["eps"], "adversarial.eps")
     if a["eps"] > 1:
         raise InputError(f"adversarial.eps is on [0, 1] pixels and must be <= 1, got {a['eps']!r} "
@@ -83,12 +89,14 @@ class AdversarialTraining:
 
     Parameters
     ----------
-    method : {"fgsm_rs", "pgd"}
-        Fast adversarial training (Wong et al. 2020) or PGD adversarial training (Madry et al. 2018).
+    method : {"fgsm_rs", "nfgsm", "pgd"}
+        Fast adversarial training (Wong et al. 2020), N-FGSM (de Jorge et al. 2022) or PGD
+        adversarial training (Madry et al. 2018).
     eps : float
         L∞ radius on [0, 1] pixels (8/255).
     step_size : float, optional
-        Attack step; default 1.25ε for ``fgsm_rs`` (Wong et al.) and ε/4 for ``pgd`` (2/255 at 8/255).
+        Attack step; default 1.25ε for ``fgsm_rs`` (Wong et al.), ε for ``nfgsm`` and ε/4 for ``pgd``
+        (2/255 at 8/255).
     steps : int
         PGD iterations (7); ignored by ``fgsm_rs``.
     clean_weight : float
@@ -123,25 +131,27 @@ class AdversarialTraining:
     def step(self) -> float:
         if self.step_size is not None:
             return float(self.step_size)
-        return 1.25 * self.eps if self.method == "fgsm_rs" else self.eps / 4
+        return {"fgsm_rs": 1.25 * self.eps, "nfgsm": self.eps}.get(self.method, self.eps / 4)
 
     def examples(self, net: nn.Module, x: Tensor, y: Tensor,
                  autocast: Callable[[], Any] = contextlib.nullcontext) -> Tensor:
         """Adversarial images of the batch ``(x, y)`` against ``net`` in its current mode, detached.
 
         ``fgsm_rs``: one step of 1.25ε from a uniform start; ``pgd``: ``steps`` steps from a
-        uniform start; both projected onto the ε-ball around ``x`` and onto [0, 1].
+        uniform start; both projected onto the ε-ball around ``x`` and onto [0, 1]. ``nfgsm``: one
+        step of ε from a uniform start in the 2ε-ball, not projected (only onto [0, 1]).
         """
         before_training_forward(net, y)
-        delta = (torch.rand_like(x) * 2 - 1) * self.eps
-        x_adv = (x + delta).clamp(0.0, 1.0)
-        for _ in range(1 if self.method == "fgsm_rs" else self.steps):
+        noise = 2 * self.eps if self.method == "nfgsm" else self.eps
+        radius = 3 * self.eps if self.method == "nfgsm" else self.eps   # nfgsm: no projection
+        x_adv = (x + (torch.rand_like(x) * 2 - 1) * noise).clamp(0.0, 1.0)
+        for _ in range(self.steps if self.method == "pgd" else 1):
             x_adv.requires_grad_(True)
             with autocast():
                 logits = net(x_adv)
             grad, = torch.autograd.grad(training_loss(net, logits, y), x_adv)
             x_adv = x_adv.detach() + self.step * grad.sign()
-            x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0.0, 1.0)
+            x_adv = torch.minimum(torch.maximum(x_adv, x - radius), x + radius).clamp(0.0, 1.0)
         return x_adv.detach()
 
     def loss(self, net: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, label_smoothing: float,

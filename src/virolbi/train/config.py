@@ -100,9 +100,10 @@ DEFAULTS: dict[str, Any] = {
         "test_time_sparsity": None,    # e.g. 0.6: also report accuracy on smoothed val images
     },
     "adversarial": {             # adversarial training (virolbi.train.adversarial); method null: off
-        "method": None,          # null | fgsm_rs (fast AT, Wong et al. 2020) | pgd (Madry et al. 2018)
+        "method": None,          # null | fgsm_rs (fast AT, Wong et al. 2020) | nfgsm (de Jorge et al.
+                                 # 2022) | pgd (Madry et al. 2018)
         "eps": 8 / 255,          # L-inf radius on [0, 1] pixels; "8/255" is accepted
-        "step_size": None,       # null: 1.25 eps (fgsm_rs), eps/4 (pgd: 2/255 at 8/255)
+        "step_size": None,       # null: 1.25 eps (fgsm_rs), eps (nfgsm), eps/4 (pgd: 2/255 at 8/255)
         "steps": 7,              # pgd iterations
         "clean_weight": 0.0,     # loss = (1 - w) adversarial + w clean (PNI: 0.5)
         "awp_gamma": 0.0,        # > 0: adversarial weight perturbation (AWP, Wu et al. 2020: 5e-3)

@@ -1,0 +1,130 @@
+"""SDNet's CSC layer (virolbi.models.csc): the unrolled FISTA reaches the non-negative Lasso optimum
+(KKT conditions), unit-norm atoms, adjoint operators, the residual, and the fast network's CSC stem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from virolbi.models import create_model
+from virolbi.models.csc import CSCLayer, csc_layers, csc_residual, set_csc_lambda
+
+
+def small(steps=2, lam=0.1, seed=0):
+    torch.manual_seed(seed)
+    return CSCLayer(2, 5, kernel_size=3, lam=lam, steps=steps, power_iterations=50).double()
+
+
+def test_many_steps_reach_the_kkt_conditions_of_eq_4():
+    """z* minimises lam |z|_1 + 1/2 |x - A z|^2 over z >= 0 iff g = A^T(A z - x) satisfies
+    g + lam = 0 where z > 0 and g + lam >= 0 where z = 0."""
+    layer = small(steps=3000, lam=0.05)
+    x = torch.rand(2, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        z = layer(x)
+        g = layer.analysis(layer.synthesis(z) - x)
+    active = z > 1e-9
+    assert active.any() and (~active).any()
+    assert (g[active] + 0.05).abs().max() < 1e-6
+    assert (g[~active] + 0.05).min() > -1e-6
+
+
+def test_two_steps_lower_the_objective_and_lambda_sparsifies():
+    layer = small()
+    x = torch.rand(3, 2, 6, 6, dtype=torch.float64)
+
+    def objective(z):
+        return 0.1 * z.abs().sum() + 0.5 * ((x - layer.synthesis(z)) ** 2).sum()
+
+    with torch.no_grad():
+        z = layer(x)
+        assert objective(z) < objective(torch.zeros_like(z))
+        layer.lam = 1.0
+        assert (layer(x) > 0).sum() < (z > 0).sum()
+
+
+def test_atoms_have_unit_norm_and_the_operators_are_adjoint():
+    layer = small()
+    with torch.no_grad():
+        layer.weight.mul_(7.0)
+    d = layer.dictionary()
+    torch.testing.assert_close(d.flatten(1).norm(dim=1), torch.ones(5, dtype=torch.float64))
+    z = torch.rand(1, 5, 6, 6, dtype=torch.float64)
+    x = torch.rand(1, 2, 6, 6, dtype=torch.float64)
+    lhs = (layer.synthesis(z) * x).sum()
+    rhs = (z * layer.analysis(x)).sum()
+    torch.testing.assert_close(lhs, rhs)
+
+
+def test_lipschitz_bounds_the_operator_norm():
+    layer = small()
+    d = layer.dictionary().detach()
+    big = torch.linalg.matrix_norm(_matrix(layer, 6), ord=2) ** 2
+    assert layer.lipschitz(d, 6, 6) >= float(big) * 0.999
+
+
+def _matrix(layer, n):
+    """A as a dense matrix (columns = images of the unit codes)."""
+    cols = []
+    for i in range(5 * n * n):
+        e = torch.zeros(1, 5 * n * n, dtype=torch.float64)
+        e[0, i] = 1
+        cols.append(layer.synthesis(e.view(1, 5, n, n)).detach().flatten())
+    return torch.stack(cols, dim=1)
+
+
+def test_residual_grows_with_noise_and_lambda_is_set_everywhere():
+    net = create_model("airbench", 10, width=0.25, csc={"lam": 0.1}).eval()
+    assert len(csc_layers(net)) == 1
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32) * 0.3 + 0.35
+    with torch.no_grad():
+        net(x)
+        clean = csc_residual(net)
+        net((x + 0.2 * torch.randn_like(x)).clamp(0, 1))
+        noisy = csc_residual(net)
+    assert (noisy > clean).all()
+    assert set_csc_lambda(net, 0.7) == 1 and csc_layers(net)[0].lam == 0.7
+
+
+def test_gradients_reach_the_dictionary_and_the_input():
+    layer = CSCLayer(3, 6)
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    layer(x).sum().backward()
+    assert layer.weight.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+def test_bad_options():
+    from virolbi.errors import InputError
+    with pytest.raises(InputError, match="odd"):
+        CSCLayer(3, 4, kernel_size=2)
+
+
+def test_algorithm_1_fits_a_line_and_applies_the_fitted_lambda(cifar_batch):
+    """Robust inference: the fitted lambda(r) passes through the (r_c, lambda_c) points by least
+    squares, and the test predictions are made with lambda(r_test), not the training lambda."""
+    from virolbi.evaluate.sdnet import LambdaFit, fit_lambda, lambda_sweep, mean_residual, \
+        robust_inference
+
+    torch.manual_seed(0)
+    net = create_model("airbench", 10, width=0.125, csc=True).eval()
+    y = torch.arange(len(cifar_batch)) % 10
+    sweep = lambda_sweep(net, cifar_batch, y, (0.1, 0.5, 1.0))
+    assert set(sweep) == {0.1, 0.5, 1.0} and csc_layers(net)[0].lam == 0.1     # restored
+    fit = fit_lambda(net, cifar_batch, y, "gaussian_noise", severities=(1, 3, 5),
+                     lambdas=(0.1, 0.5, 1.0))
+    r = [p[1] for p in fit.points]
+    lam = [p[2] for p in fit.points]
+    assert len(fit.points) == 3 and r[0] < r[2]                      # more noise, more residual
+    import numpy as np
+    ref = np.polyfit(r, lam, 1)
+    assert fit.slope == pytest.approx(ref[0]) and fit.intercept == pytest.approx(ref[1])
+    seen = []
+    net.backbone.whiten.register_forward_hook(lambda m, i, o: seen.append(m.lam))
+    chosen = LambdaFit(slope=2.0, intercept=0.05, lo=0.1, hi=1.5)
+    r_test = mean_residual(net, cifar_batch)
+    seen.clear()
+    pred, applied = robust_inference(net, cifar_batch, chosen)
+    assert applied == pytest.approx(min(1.5, max(0.1, 2.0 * r_test + 0.05)))
+    assert seen[0] == 0.1 and seen[-1] == pytest.approx(applied)     # r at lambda_0, then lambda(r)
+    assert pred.shape == (len(cifar_batch),) and csc_layers(net)[0].lam == 0.1
