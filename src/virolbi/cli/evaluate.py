@@ -110,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
     add_dataset_arguments(parser)
     parser.add_argument("--suite", default="paper",
-                        help="paper, quick, noise, adversarial, lowres or frequency")
+                        help="paper, quick, noise, adversarial, lowres or frequency; psnr for a "
+                             "denoiser run folder (--data set12 or bsd68: Gaussian, uniform and "
+                             "ObsAtk noise at 15/255 and 25/255)")
     parser.add_argument("--preprocess-sparsity", type=float, default=None,
                         help="test-time ViRoLBI preprocessing at this sparsity level (paper: 0.6 "
                              "CIFAR, 0.3 ImageNet100); rows with and without it")
@@ -137,12 +139,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where results.json, results.md and results.png go")
 
 
+def _run_psnr(args: argparse.Namespace) -> int:
+    """The denoising suite: PSNR of a trained denoiser on a gray test set (thesis Table 2.1)."""
+    from virolbi.denoise.data import SETS, load_gray_set
+    from virolbi.denoise.evaluate import load_denoiser, psnr_rows, write_psnr_report
+    from virolbi.io import check_output_dir
+
+    if args.data not in SETS:
+        raise InputError(f"--suite psnr takes --data {' or '.join(SETS)}, got {args.data!r}")
+    check_output_dir(args.output_dir, "--output-dir")
+    net = load_denoiser(args.checkpoint)
+    images = load_gray_set(args.data, args.data_dir)[:args.limit]
+    rows = psnr_rows(net, images, seed=args.seed, name=str(args.checkpoint), dataset=args.data)
+    paths = write_psnr_report(rows, args.output_dir, {"checkpoint": str(args.checkpoint),
+                                                      "data": args.data, "images": len(images)})
+    print(f"wrote {paths['json']}, {paths['markdown']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_unit_interval, resolve_device
     from virolbi.io import check_output_dir
     from virolbi.evaluate import evaluate, get_suite, write_report
     from virolbi.models.pni import default_eot_samples
 
+    if args.suite == "psnr":
+        return _run_psnr(args)
     get_suite(args.suite)  # an unknown suite fails before anything is loaded
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
                         ("--pgd-steps", args.pgd_steps), ("--eot-samples", args.eot_samples)):

@@ -6,7 +6,8 @@ import argparse
 import os
 
 COMMAND = "train"
-HELP = "train a classifier with the Vanilla, Blur, Fixed or Iterative procedure from a YAML config"
+HELP = ("train a classifier with the Vanilla, Blur, Fixed or Iterative procedure (or a denoiser, "
+        "task: denoising) from a YAML config")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +45,31 @@ def _refuse_silent_overwrite(cfg: dict, args: argparse.Namespace) -> None:
                          f"continue it or --overwrite to start again")
 
 
+def _task_of(path: str) -> str | None:
+    """The ``task`` key of a config (after its ``defaults:`` chain): denoising configs have one."""
+    from pathlib import Path
+
+    from virolbi.train.config import _load_layered
+
+    return _load_layered(Path(path), ()).get("task")
+
+
+def _train_denoiser(args: argparse.Namespace, overrides: list) -> int:
+    """``task: denoising``: a DnCNN on Train400 (normal or hybrid adversarial training)."""
+    from virolbi.denoise.train import load_denoise_config, train_denoiser
+    from virolbi.train.config import config_to_yaml
+
+    cfg = load_denoise_config(args.config, [o for o in overrides if not o.startswith("device=")])
+    if args.print_config:
+        print(config_to_yaml(cfg), end="")
+        return 0
+    _refuse_silent_overwrite(cfg, args)
+    _, rows = train_denoiser(cfg)
+    print(f"virolbi train: {cfg['name']}: {len(rows)} epochs, loss {rows[-1]['loss']:.5f} -> "
+          f"{cfg['output_dir']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from virolbi.train.config import config_to_yaml, load_config
 
@@ -57,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_device(args.device, "--device")
         overrides.append(f"device={args.device}")
+    if _task_of(args.config) == "denoising":
+        return _train_denoiser(args, overrides)
     cfg = load_config(args.config, overrides)
     if args.print_config:
         print(config_to_yaml(cfg), end="")
