@@ -124,6 +124,14 @@ def test_explain_end_to_end_and_bad_variants(tmp_path, capsys):
     assert (tmp_path / "gradcam.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     code = main(["explain", "--model", "fast_cifar10_vanilla_s0", "--images", "cifar10-jpeg:val",
+                 "--limit", "2", "--method", "lrp", "--variants", "original,blur",
+                 "--output-dir", str(tmp_path / "lrp")])
+    assert code == 0, capsys.readouterr().err
+    lrp = np.load(tmp_path / "lrp" / "lrp.npy")
+    assert lrp.shape == (2, 2, 32, 32) and (lrp > 0).any() and (lrp < 0).any()   # signed relevance
+    assert (tmp_path / "lrp" / "lrp.png").is_file()
+    capsys.readouterr()
+    code = main(["explain", "--model", "fast_cifar10_vanilla_s0", "--images", "cifar10-jpeg:val",
                  "--variants", "original,sharpen", "--output-dir", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "--variants takes original, blur and smooth:LEVEL, got 'sharpen'" in err

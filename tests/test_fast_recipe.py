@@ -45,12 +45,16 @@ def test_parameter_count_and_output_shape():
     assert [g.conv1.out_channels for g in half.layers] == [32, 128, 128]
 
 
-def test_whitening_makes_patch_covariance_identity(cifar_small):
+@pytest.mark.parametrize("whiten_eps", [None, 0.1])
+def test_whitening_makes_patch_covariance_identity(cifar_small, whiten_eps):
+    """Output covariance lam / (lam + eps) per eigen-direction: identity for the strong directions
+    at the default eps; a larger eps (adversarial training) keeps the weak ones small."""
     x = torch.from_numpy(cifar_small[0]).permute(0, 3, 1, 2).float() / 255
     xn = normalize(x, *DATASET_STATS["cifar10"])
-    net = create_model("airbench", 10)
+    net = create_model("airbench", 10, **({} if whiten_eps is None else {"whiten_eps": whiten_eps}))
     assert init_from_data(net, x) == 1
     w = net.backbone.whiten
+    assert w.eps == (5e-4 if whiten_eps is None else whiten_eps)
     out = F.conv2d(xn.double(), w.weight.double())                 # (N, 24, 31, 31), bias 0
     feats = out.permute(0, 2, 3, 1).reshape(-1, 24)
     cov = feats.T @ feats / feats.shape[0]
@@ -61,7 +65,10 @@ def test_whitening_makes_patch_covariance_identity(cifar_small):
     expected[:12, 12:] = -torch.diag(lam / (lam + w.eps))
     expected[12:, :12] = -torch.diag(lam / (lam + w.eps))
     assert torch.allclose(cov, expected, atol=1e-4)
-    assert torch.allclose(cov[:6, :6], torch.eye(6, dtype=torch.float64), atol=0.05)
+    if whiten_eps is None:
+        assert torch.allclose(cov[:6, :6], torch.eye(6, dtype=torch.float64), atol=0.05)
+    else:
+        assert float(cov[11, 11]) < 0.01                     # the weakest direction stays small
 
 
 def test_whitening_bias_trains_only_in_first_epochs():

@@ -9,8 +9,9 @@ writes ``explain/gradcam.png`` (rows: images; for each variant the image and its
 ``explain/gradcam.npy`` (float32 maps ``(variants, images, H, W)``, each summing to 1) with
 ``explain/gradcam.json`` saying what is in it. ``--images`` is a folder of image files of one size
 or ``DATASET:SPLIT`` (e.g. ``cifar10-jpeg:val``; ``--limit`` images, as even as possible over the
-classes). Maps are for the true class when the labels are known, else the predicted one. Only
-Grad-CAM is built so far (LRP is not).
+classes). Maps are for the true class when the labels are known, else the predicted one.
+``--method lrp`` writes ``lrp.*`` instead: signed LRP-ε relevance per pixel in the .npy (summed over
+colour channels), its positive part normalised to sum 1 in the figure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import argparse
 from pathlib import Path
 
 COMMAND = "explain"
-HELP = "Grad-CAM heat maps of a model on images, original and smoothed or blurred"
+HELP = "Grad-CAM or LRP heat maps of a model on images, original and smoothed or blurred"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,12 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a folder of image files of one size, or DATASET:SPLIT")
     parser.add_argument("--limit", type=int, default=8, help="images from DATASET:SPLIT")
     parser.add_argument("--seed", type=int, default=0, help="seed of the DATASET:SPLIT subset")
-    parser.add_argument("--method", choices=("gradcam",), default="gradcam",
-                        help="attribution method (Grad-CAM at the last convolution)")
+    parser.add_argument("--method", choices=("gradcam", "lrp"), default="gradcam",
+                        help="gradcam (captum, last convolution) or lrp (LRP-epsilon through the fast "
+                             "network with BatchNorm folded; airbench models)")
     parser.add_argument("--variants", default="original,blur,smooth:0.6",
                         help="comma-separated: original, blur, smooth:LEVEL")
     parser.add_argument("--output-dir", default="explain", metavar="DIR",
-                        help="folder of gradcam.png, gradcam.npy and gradcam.json")
+                        help="folder of METHOD.png, METHOD.npy and METHOD.json")
 
 
 def parse_variants(text: str) -> list[tuple[str, float | None]]:
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from virolbi.cli.evaluate import build_model
     from virolbi.errors import InputError
     from virolbi.explain.gradcam import gradcam
+    from virolbi.explain.lrp import lrp_maps
     from virolbi.imagefiles import run_catching_unreached
     from virolbi.io import atomic_path, check_output_dir, save_json
     from virolbi.viz import save_figure
@@ -117,23 +120,37 @@ def run(args: argparse.Namespace) -> int:
     model, _ = build_model(args.model)
     x, y, names = _load(args)
     labels, shown, maps = [], [], []
+    method = args.method
     for name, level in variants:
         xv, _ = run_catching_unreached(lambda t: _variant(t, name, level), x)
         shown.append(xv)
-        maps.append(gradcam(model, xv, y))
+        maps.append(gradcam(model, xv, y) if method == "gradcam" else lrp_maps(model, xv, y))
         labels.append(name if level is None else f"{name} {level:g}")
     stacked = torch.stack(maps).numpy().astype(np.float32)
-    with atomic_path(out / "gradcam.npy") as tmp:
+    with atomic_path(out / f"{method}.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, stacked)
-    save_json({"model": args.model, "method": "gradcam (captum LayerGradCam, last Conv2d)",
+    what = ("gradcam (captum LayerGradCam, last Conv2d); maps sum to 1" if method == "gradcam" else
+            "lrp (LRP-epsilon, eps 1e-6, BatchNorm folded, identity rule for GELU); signed "
+            "relevance summed over colour channels; the figure shows the positive part")
+    save_json({"model": args.model, "method": what,
                "target": "true class" if y is not None else "predicted class",
-               "variants": labels, "images": names, "maps": "gradcam.npy (variants, images, H, W)"},
-              out / "gradcam.json")
-    fig = _grid(torch.stack(shown), stacked, labels, names)
-    save_figure(fig, out / "gradcam.png")
-    print(f"virolbi explain: {len(names)} image(s) x {len(labels)} variant(s) -> {out}/gradcam.png")
+               "variants": labels, "images": names,
+               "maps": f"{method}.npy (variants, images, H, W)"}, out / f"{method}.json")
+    shown_maps = stacked if method == "gradcam" else _positive_normalised(stacked)
+    fig = _grid(torch.stack(shown), shown_maps, labels, names)
+    save_figure(fig, out / f"{method}.png")
+    print(f"virolbi explain: {len(names)} image(s) x {len(labels)} variant(s) -> {out}/{method}.png")
     return 0
+
+
+def _positive_normalised(maps):
+    """The positive part of signed maps, each map scaled to sum 1 (all-zero maps stay zero)."""
+    import numpy as np
+
+    pos = np.clip(maps, 0, None)
+    total = pos.sum(axis=(-2, -1), keepdims=True)
+    return np.divide(pos, total, out=np.zeros_like(pos), where=total > 0)
 
 
 def _grid(images, maps, labels: list[str], names: list[str]):

@@ -150,6 +150,11 @@ class AirbenchNet(nn.Module):
         Put a CIFS layer (:class:`~virolbi.models.cifs.CIFS`, channel-wise importance-based feature
         selection, Yan et al. 2021) after the last group; a dict passes ``k``, ``temperature``,
         ``scale``.
+    whiten_eps : float
+        Added to the patch covariance's eigenvalues before the inverse square root (5e-4). The
+        weakest patch directions (eigenvalues ~1e-4 on CIFAR-10) are amplified ~40x at 5e-4; a
+        larger value (0.1) keeps high-frequency directions small, as in an unwhitened network,
+        which adversarial training needs (RESULTS.md, Table 8 notes).
     csc : bool or dict
         Replace the patch-whitening stem by a CSC layer (:class:`~virolbi.models.csc.CSCLayer`,
         SDNet's convolutional sparse coding, Li et al. 2022) with as many atoms as the whitening
@@ -159,12 +164,14 @@ class AirbenchNet(nn.Module):
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = AIRBENCH_WIDTHS,
                  scale: float = 1 / 9, bn_momentum: float = 0.4,
                  whiten_bias_epochs: int | None = 3, tv_layer: float | None = None,
-                 cifs: bool | dict | None = None, csc: bool | dict | None = None) -> None:
+                 cifs: bool | dict | None = None, csc: bool | dict | None = None,
+                 whiten_eps: float = 5e-4) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1:
             raise InputError(f"airbench widths must be 3 positive integers, got {widths}")
-        self.whiten: nn.Module = PatchWhitening(3, 2, bias_epochs=whiten_bias_epochs)
+        self.whiten: nn.Module = PatchWhitening(3, 2, eps=check_positive(whiten_eps, "whiten_eps"),
+                                                bias_epochs=whiten_bias_epochs)
         cin = self.whiten.out_channels
         if csc is not None and csc is not False:
             from virolbi.models.csc import CSCLayer
