@@ -143,3 +143,16 @@ def test_figures_fig2a_end_to_end(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2a.png", "fig2a_caption.md"]
     assert "radius 6" in (tmp_path / "fig2a_caption.md").read_text()
+
+
+@pytest.mark.parametrize("figure", ["fig1b", "fig3"])
+def test_heat_map_figures_end_to_end(tmp_path, capsys, figure):
+    import numpy as np
+
+    code = main(["figures", figure, "--images", "10", "--output-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{figure}.npy", f"{figure}.png", f"{figure}_caption.md"]
+    maps = np.load(tmp_path / f"{figure}.npy")
+    assert maps.shape == ((1 if figure == "fig1b" else 4), 3, 4, 32, 32)
+    assert "fast_cifar10_vanilla_s0" in (tmp_path / f"{figure}_caption.md").read_text()

@@ -41,25 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_variants(text: str) -> list[tuple[str, float | None]]:
     """``"original,blur,smooth:0.6"`` -> ``[("original", None), ("blur", None),
-    ("smooth", 0.6)]``."""
-    from virolbi.checks import check_unit_interval
-    from virolbi.errors import InputError
+    ("smooth", 0.6)]`` (:func:`virolbi.explain.heatmaps.parse_variants`)."""
+    from virolbi.explain.heatmaps import parse_variants as parse
 
-    out = []
-    for part in (p.strip() for p in str(text).split(",")):
-        name, _, level = part.partition(":")
-        if name in ("original", "blur") and not level:
-            out.append((name, None))
-        elif name == "smooth" and level:
-            try:
-                out.append((name, check_unit_interval(float(level), "--variants smooth level")))
-            except ValueError:
-                raise InputError(f"--variants: bad smoothing level in {part!r}") from None
-        else:
-            raise InputError(f"--variants takes original, blur and smooth:LEVEL, got {part!r}")
-    if not out:
-        raise InputError("--variants is empty")
-    return out
+    return parse(text, "--variants")
 
 
 def _load(args: argparse.Namespace):
@@ -90,25 +75,13 @@ def _load(args: argparse.Namespace):
     return x.float() / 255.0, y, [f"{name}:{split}[{i}]" for i in idx.tolist()]
 
 
-def _variant(x, name: str, level: float | None):
-    import virolbi
-    from virolbi.perturb.blur import blur_params_for, gaussian_blur
-
-    if name == "original":
-        return x
-    if name == "blur":
-        return gaussian_blur(x, *blur_params_for(tuple(x.shape[-2:])))
-    return virolbi.smooth(x, level)
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from virolbi.cli.evaluate import build_model
     from virolbi.errors import InputError
-    from virolbi.explain.gradcam import gradcam
-    from virolbi.explain.lrp import lrp_maps
+    from virolbi.explain.heatmaps import attribution, overlay_grid, positive_normalised, variant
     from virolbi.imagefiles import run_catching_unreached
     from virolbi.io import atomic_path, check_output_dir, save_json
     from virolbi.viz import save_figure
@@ -122,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     labels, shown, maps = [], [], []
     method = args.method
     for name, level in variants:
-        xv, _ = run_catching_unreached(lambda t: _variant(t, name, level), x)
+        xv, _ = run_catching_unreached(lambda t: variant(t, name, level), x)
         shown.append(xv)
-        maps.append(gradcam(model, xv, y) if method == "gradcam" else lrp_maps(model, xv, y))
+        maps.append(attribution(model, xv, y, method))
         labels.append(name if level is None else f"{name} {level:g}")
     stacked = torch.stack(maps).numpy().astype(np.float32)
     with atomic_path(out / f"{method}.npy") as tmp:
@@ -137,42 +110,8 @@ def run(args: argparse.Namespace) -> int:
                "target": "true class" if y is not None else "predicted class",
                "variants": labels, "images": names,
                "maps": f"{method}.npy (variants, images, H, W)"}, out / f"{method}.json")
-    shown_maps = stacked if method == "gradcam" else _positive_normalised(stacked)
-    fig = _grid(torch.stack(shown), shown_maps, labels, names)
+    shown_maps = stacked if method == "gradcam" else positive_normalised(stacked)
+    fig = overlay_grid(torch.stack(shown), shown_maps, labels, method)
     save_figure(fig, out / f"{method}.png")
     print(f"virolbi explain: {len(names)} image(s) x {len(labels)} variant(s) -> {out}/{method}.png")
     return 0
-
-
-def _positive_normalised(maps):
-    """The positive part of signed maps, each map scaled to sum 1 (all-zero maps stay zero)."""
-    import numpy as np
-
-    pos = np.clip(maps, 0, None)
-    total = pos.sum(axis=(-2, -1), keepdims=True)
-    return np.divide(pos, total, out=np.zeros_like(pos), where=total > 0)
-
-
-def _grid(images, maps, labels: list[str], names: list[str]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    v, b = maps.shape[:2]
-    fig, axes = plt.subplots(b, 2 * v, figsize=(1.5 * 2 * v, 1.5 * b), squeeze=False)
-    for i in range(b):
-        for j in range(v):
-            img = images[j, i].permute(1, 2, 0).clamp(0, 1).numpy()
-            img = img[..., 0] if img.shape[-1] == 1 else img
-            axes[i, 2 * j].imshow(img, cmap="gray" if img.ndim == 2 else None)
-            axes[i, 2 * j + 1].imshow(img, cmap="gray" if img.ndim == 2 else None)
-            axes[i, 2 * j + 1].imshow(maps[j, i], cmap="jet", alpha=0.5)
-            if i == 0:
-                axes[i, 2 * j].set_title(labels[j], fontsize=8)
-                axes[i, 2 * j + 1].set_title("Grad-CAM", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig

@@ -1,12 +1,16 @@
-"""``virolbi figures fig2c|cam-mass``: draw the paper's figures from the project's own data.
+"""``virolbi figures fig1b|fig2a|fig2c|fig3|cam-mass``: draw the paper's figures from the project's
+own data.
 
+- ``fig1b``: Grad-CAM of the shipped Vanilla model on original, blurred and smoothed images.
+- ``fig3``: LRP of the shipped Vanilla, Blur, Fix and Iterative models on the same three variants.
 - ``fig2a``: images and smoothed images split into low and high frequencies (radius 6).
 - ``fig2c``: where in the spectrum ViRoLBI and the Blur baseline change images, with the table of
   energy changed per frequency ring (:mod:`virolbi.explain.fig2c`).
 - ``cam-mass``: how much of the shipped models' Grad-CAM falls on the (centred) object, per
   procedure, with intervals (:mod:`virolbi.explain.cam_mass`): the measured side of Fig. 5.
 
-The other figures (1b, 2a, 2b, 3, 5 as heat-map grids over training) are not built yet.
+Fig. 2b (first-layer feature maps over epochs) and Fig. 5 (Grad-CAM during iterative training) need
+snapshots of a training (``logging.keep_checkpoints``) and are not built yet.
 """
 
 from __future__ import annotations
@@ -14,17 +18,18 @@ from __future__ import annotations
 import argparse
 
 COMMAND = "figures"
-HELP = ("draw the paper's figures from the project's own data (fig2c: spectra of what smoothing "
-        "changes; cam-mass: Grad-CAM on the object for the shipped models)")
-FIGURES = ("fig2a", "fig2c", "cam-mass")
+HELP = ("draw the paper's figures from the project's own data (fig1b, fig3: Grad-CAM / LRP heat "
+        "maps; fig2a, fig2c: spectra; cam-mass: Grad-CAM on the object for the shipped models)")
+FIGURES = ("fig1b", "fig2a", "fig2c", "fig3", "cam-mass")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("figure", choices=FIGURES,
-                        help="fig2a (radius-6 split of images and smoothed images), fig2c "
-                             "(spectra of what smoothing changes) or cam-mass (Grad-CAM mass on "
-                             "the object, the measured side of Fig. 5); the other figures are not "
-                             "built yet")
+                        help="fig1b (Grad-CAM on original / blurred / smoothed images), fig2a "
+                             "(radius-6 split of images and smoothed images), fig2c (spectra of "
+                             "what smoothing changes), fig3 (LRP of the four procedures) or "
+                             "cam-mass (Grad-CAM mass on the object, the measured side of Fig. 5); "
+                             "fig2b and fig5 are not built yet")
     parser.add_argument("--data", default="cifar10-jpeg",
                         help="dataset name or ImageFolder path (images of one size)")
     parser.add_argument("--split", default="val", help="train, val or test")
@@ -47,6 +52,13 @@ def _draw(figure: str, x, y, out, source: str) -> dict:
         from virolbi.explain.cam_mass import cam_mass
 
         return cam_mass(x, y, out, source=source)
+    if figure in ("fig1b", "fig3"):
+        from virolbi.explain import heatmaps
+
+        draw = getattr(heatmaps, figure)
+        shown = np.linspace(0, len(x) - 1, min(4, len(x))).astype(int)
+        where = f"{len(shown)} images of {source}"
+        return run_catching_unreached(lambda t: draw(t, y[shown], out, source=where), x[shown])[0]
     if figure == "fig2a":
         from virolbi.explain.fig2a import fig2a
 
