@@ -156,3 +156,37 @@ def test_heat_map_figures_end_to_end(tmp_path, capsys, figure):
     maps = np.load(tmp_path / f"{figure}.npy")
     assert maps.shape == ((1 if figure == "fig1b" else 4), 3, 4, 32, 32)
     assert "fast_cifar10_vanilla_s0" in (tmp_path / f"{figure}_caption.md").read_text()
+
+
+def test_snapshot_figures_over_training(tmp_path, capsys, cifar_small):
+    """fig2b and fig5 from a real (tiny) training that keeps epochs 1 and 2."""
+    from virolbi.data.dataset import ImageDataset
+    from virolbi.train import train
+
+    imgs, labels = cifar_small
+    data = ImageDataset(imgs, labels)
+    run = tmp_path / "run"
+    train({"output_dir": str(run), "model": {"name": "airbench", "width": 0.125,
+                                             "data_init_images": 20},
+           "optim": {"epochs": 2, "batch_size": 10, "lr": 0.05},
+           "logging": {"progress": False, "tensorboard": False, "keep_checkpoints": [1, 2]}},
+          train_data=data, val_data=data)
+    for figure in ("fig2b", "fig5"):
+        code = main(["figures", figure, "--run", str(run), "--images", "10",
+                     "--output-dir", str(tmp_path / "fig")])
+        assert code == 0, capsys.readouterr().err
+        table = json.loads((tmp_path / "fig" / f"{figure}.json").read_text())
+        values = table["low_frequency_share" if figure == "fig2b" else "box_mass"]
+        assert list(values) == ["1", "2"] and all(0 <= v <= 1 for v in values.values())
+    code = main(["figures", "fig5", "--images", "10", "--output-dir", str(tmp_path / "f2")])
+    assert code == 2 and "needs --run" in capsys.readouterr().err
+
+
+def test_low_frequency_share_of_known_signals():
+    from virolbi.explain.snapshots import low_frequency_share
+
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    slow = torch.cos(2 * torch.pi * 2 * xx / 32)[None, None]       # frequency 2: low
+    fast = torch.cos(2 * torch.pi * 12 * yy / 32)[None, None]      # frequency 12: high
+    assert low_frequency_share(slow) == pytest.approx(1.0)
+    assert low_frequency_share(fast) == pytest.approx(0.0, abs=1e-9)

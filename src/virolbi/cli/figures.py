@@ -9,8 +9,8 @@ own data.
 - ``cam-mass``: how much of the shipped models' Grad-CAM falls on the (centred) object, per
   procedure, with intervals (:mod:`virolbi.explain.cam_mass`): the measured side of Fig. 5.
 
-Fig. 2b (first-layer feature maps over epochs) and Fig. 5 (Grad-CAM during iterative training) need
-snapshots of a training (``logging.keep_checkpoints``) and are not built yet.
+- ``fig2b`` / ``fig5`` (``--run DIR``): first-layer feature maps / Grad-CAM at each epoch a training
+  kept (``logging.keep_checkpoints: [1, 2, 5, 10]``; :mod:`virolbi.explain.snapshots`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import argparse
 COMMAND = "figures"
 HELP = ("draw the paper's figures from the project's own data (fig1b, fig3: Grad-CAM / LRP heat "
         "maps; fig2a, fig2c: spectra; cam-mass: Grad-CAM on the object for the shipped models)")
-FIGURES = ("fig1b", "fig2a", "fig2c", "fig3", "cam-mass")
+FIGURES = ("fig1b", "fig2a", "fig2b", "fig2c", "fig3", "fig5", "cam-mass")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(radius-6 split of images and smoothed images), fig2c (spectra of "
                              "what smoothing changes), fig3 (LRP of the four procedures) or "
                              "cam-mass (Grad-CAM mass on the object, the measured side of Fig. 5); "
-                             "fig2b and fig5 are not built yet")
+                             "fig2b, fig5: over the epochs a training kept (--run)")
+    parser.add_argument("--run", default=None, metavar="DIR",
+                        help="fig2b, fig5: a training run folder with snapshots (epoch_NNNN.pt, "
+                             "from logging.keep_checkpoints)")
     parser.add_argument("--data", default="cifar10-jpeg",
                         help="dataset name or ImageFolder path (images of one size)")
     parser.add_argument("--split", default="val", help="train, val or test")
@@ -41,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the figure, its table (JSON, Markdown) and its caption")
 
 
-def _draw(figure: str, x, y, out, source: str) -> dict:
+def _draw(figure: str, x, y, out, source: str, run: str | None = None) -> dict:
     """Draw ``figure`` from images ``x`` (float, [0, 1]) and labels ``y``; the files written."""
     import numpy as np
 
@@ -52,6 +55,17 @@ def _draw(figure: str, x, y, out, source: str) -> dict:
         from virolbi.explain.cam_mass import cam_mass
 
         return cam_mass(x, y, out, source=source)
+    if figure in ("fig2b", "fig5"):
+        from virolbi.errors import InputError
+        from virolbi.explain import snapshots
+
+        if run is None:
+            raise InputError(f"{figure} needs --run DIR, a training run with snapshots")
+        shown = np.linspace(0, len(x) - 1, min(4, len(x))).astype(int)
+        where = f"{len(shown)} images of {source}"
+        if figure == "fig2b":
+            return snapshots.fig2b(run, x[shown], out, source=where)
+        return snapshots.fig5(run, x[shown], y[shown], out, source=where)
     if figure in ("fig1b", "fig3"):
         from virolbi.explain import heatmaps
 
@@ -89,6 +103,6 @@ def run(args: argparse.Namespace) -> int:
     x, y = ds.get_batch(idx)
     source = (f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, "
               f"seed {args.seed})")
-    paths = _draw(args.figure, x.float() / 255.0, y, out, source)
+    paths = _draw(args.figure, x.float() / 255.0, y, out, source, args.run)
     print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
     return 0
