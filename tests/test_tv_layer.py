@@ -105,3 +105,17 @@ def test_compiled_condat_and_projected_newton_agree(monkeypatch):
     monkeypatch.setattr(tv, "numba", None)
     newton = tv1d_prox(rows, lam)
     assert torch.allclose(compiled, newton, atol=1e-10)
+
+
+def test_compiled_backward_equals_the_tensor_backward():
+    """The compiled row scan (CPU) and the tensor-operation backward (other devices) agree."""
+    pytest.importorskip("numba")
+    from virolbi.models.tv_layer import _backward_compiled, _backward_torch, tv1d_prox
+
+    torch.manual_seed(0)
+    y = torch.randn(6, 5, 17, dtype=torch.float64)
+    lam = torch.rand(1, 5, 1, dtype=torch.float64) + 0.2
+    x = tv1d_prox(y, lam)
+    g = torch.randn_like(y)
+    for a, b in zip(_backward_compiled(x, g, lam), _backward_torch(x, g, lam)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -156,9 +156,32 @@ def _condat_rows(y, lam, x):  # pragma: no cover - compiled
         _condat(y[r], lam[r], x[r])
 
 
+def _run_average_rows(x, g, tol, grad_y, grad_lam):  # pragma: no cover - compiled
+    """Per row: the gradient averaged over each constant run of the prox ``x``, and the row's
+    derivative with respect to λ (the compiled form of :meth:`_TV1D.backward`)."""
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        start, total = 0, 0.0
+        for i in range(1, n + 1):
+            if i < n and abs(x[r, i] - x[r, i - 1]) <= tol[r]:
+                continue
+            size = i - start
+            s = 0.0
+            for j in range(start, i):
+                s += g[r, j]
+            for j in range(start, i):
+                grad_y[r, j] = s / size
+            left = 0.0 if start == 0 else np.sign(x[r, start] - x[r, start - 1])
+            right = 0.0 if i == n else np.sign(x[r, i] - x[r, i - 1])
+            total += s * (-(left - right) / size)
+            start = i
+        grad_lam[r] = total
+
+
 if numba is not None:
     _condat = numba.njit(nogil=True, cache=True)(_condat)
     _condat_rows = numba.njit(nogil=True, cache=True)(_condat_rows)
+    _run_average_rows = numba.njit(nogil=True, cache=True)(_run_average_rows)
 
 
 def _prox_rows(y: Tensor, lam_b: Tensor) -> Tensor:
@@ -184,29 +207,49 @@ class _TV1D(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, lam = ctx.saved_tensors
-        dx = x[..., 1:] - x[..., :-1]
-        scale = x.abs().amax(-1, keepdim=True).clamp_min(1.0)
-        jump = dx.abs() > 1e-9 * scale  # constant runs are separated by jumps
-        sign = torch.where(jump, torch.sign(dx), torch.zeros_like(dx))
-        run = torch.cat([torch.zeros_like(jump[..., :1], dtype=torch.long),
-                         jump.long().cumsum(-1)], -1)  # run index of each sample
-        rows = grad.reshape(-1, grad.shape[-1])
-        run2 = run.reshape(rows.shape)
-        n_runs = int(run2.max()) + 1
-        flat = run2 + torch.arange(rows.shape[0], device=grad.device)[:, None] * n_runs
-        size = torch.zeros(rows.shape[0] * n_runs, dtype=grad.dtype, device=grad.device)
-        size.index_add_(0, flat.flatten(), torch.ones_like(rows).flatten())
-        gsum = torch.zeros_like(size).index_add_(0, flat.flatten(), rows.flatten())
-        grad_y = (gsum / size.clamp_min(1))[flat].reshape(grad.shape)
-        # dx/dλ on a run: -(s_left - s_right)/|S|, s the sign of the jump at each end (0 at ends)
-        zero = torch.zeros_like(sign[..., :1])
-        into = torch.cat([zero, sign], -1) * _is_run_start(run)   # jump into the run, at its start
-        out_of = torch.cat([sign, zero], -1) * _is_run_end(run)   # jump out of it, at its end
-        s_left = torch.zeros_like(size).index_add_(0, flat.flatten(), into.reshape(-1))
-        s_right = torch.zeros_like(size).index_add_(0, flat.flatten(), out_of.reshape(-1))
-        dxdlam = (-(s_left - s_right) / size.clamp_min(1))[flat].reshape(grad.shape)
-        grad_lam = (grad * dxdlam).sum(-1, keepdim=True)
-        return grad_y, grad_lam.sum_to_size(lam.shape)
+        if numba is not None and grad.device.type == "cpu":
+            return _backward_compiled(x, grad, lam)
+        return _backward_torch(x, grad, lam)
+
+
+def _backward_torch(x: Tensor, grad: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """:meth:`_TV1D.backward` in tensor operations (any device): the gradient averaged over each
+    constant run of ``x``, and the derivative with respect to λ."""
+    dx = x[..., 1:] - x[..., :-1]
+    scale = x.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    jump = dx.abs() > 1e-9 * scale  # constant runs are separated by jumps
+    sign = torch.where(jump, torch.sign(dx), torch.zeros_like(dx))
+    run = torch.cat([torch.zeros_like(jump[..., :1], dtype=torch.long),
+                     jump.long().cumsum(-1)], -1)  # run index of each sample
+    rows = grad.reshape(-1, grad.shape[-1])
+    run2 = run.reshape(rows.shape)
+    n_runs = int(run2.max()) + 1
+    flat = run2 + torch.arange(rows.shape[0], device=grad.device)[:, None] * n_runs
+    size = torch.zeros(rows.shape[0] * n_runs, dtype=grad.dtype, device=grad.device)
+    size.index_add_(0, flat.flatten(), torch.ones_like(rows).flatten())
+    gsum = torch.zeros_like(size).index_add_(0, flat.flatten(), rows.flatten())
+    grad_y = (gsum / size.clamp_min(1))[flat].reshape(grad.shape)
+    # dx/dλ on a run: -(s_left - s_right)/|S|, s the sign of the jump at each end (0 at ends)
+    zero = torch.zeros_like(sign[..., :1])
+    into = torch.cat([zero, sign], -1) * _is_run_start(run)   # jump into the run, at its start
+    out_of = torch.cat([sign, zero], -1) * _is_run_end(run)   # jump out of it, at its end
+    s_left = torch.zeros_like(size).index_add_(0, flat.flatten(), into.reshape(-1))
+    s_right = torch.zeros_like(size).index_add_(0, flat.flatten(), out_of.reshape(-1))
+    dxdlam = (-(s_left - s_right) / size.clamp_min(1))[flat].reshape(grad.shape)
+    grad_lam = (grad * dxdlam).sum(-1, keepdim=True)
+    return grad_y, grad_lam.sum_to_size(lam.shape)
+
+
+def _backward_compiled(x: Tensor, grad: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """:meth:`_TV1D.backward` by the compiled row scan (same runs, same formulas)."""
+    x2 = x.detach().double().reshape(-1, x.shape[-1]).numpy()
+    g2 = grad.detach().double().reshape(-1, grad.shape[-1]).numpy()
+    tol = 1e-9 * np.maximum(np.abs(x2).max(axis=1), 1.0)
+    grad_y, grad_lam = np.empty_like(g2), np.empty(g2.shape[0])
+    _run_average_rows(x2, g2, tol, grad_y, grad_lam)
+    gy = torch.from_numpy(grad_y).reshape(grad.shape).to(grad.dtype)
+    gl = torch.from_numpy(grad_lam).reshape(*grad.shape[:-1], 1).to(grad.dtype)
+    return gy, gl.sum_to_size(lam.shape)
 
 
 def _is_run_start(run: Tensor) -> Tensor:
