@@ -401,13 +401,33 @@ def test_threat_models_parse_and_label():
     assert ThreatModel.parse("classifier") is ThreatModel.CLASSIFIER
     assert ThreatModel.parse("ADAPTIVE_BPDA_PARTITION") is ThreatModel.ADAPTIVE_BPDA_PARTITION
     labels = {t.label for t in ThreatModel}
-    assert len(labels) == 4 and "classifier alone" in labels
+    assert len(labels) == 5 and "classifier alone" in labels
     assert ThreatModel.PREPROCESS_AFTER.label.startswith("paper:")
     assert "EOT over 8 samples" in ThreatModel.ADAPTIVE_BPDA_IDENTITY.describe(8)
     assert not ThreatModel.CLASSIFIER.uses_preprocess and ThreatModel.PREPROCESS_AFTER.uses_preprocess
-    assert [t.bpda_backward for t in ThreatModel] == [None, None, "identity", "partition"]
+    assert [t.bpda_backward for t in ThreatModel] == [None, None, "identity", "partition", None]
+    assert [t.adaptive for t in ThreatModel] == [False, False, True, True, True]
     with pytest.raises(InputError, match="threat model must be one of"):
         ThreatModel.parse("white-box")
+
+
+def test_adaptive_exact_differentiates_through_a_differentiable_preprocess():
+    """For the Blur baseline's blur the exact threat model is PGD on f(blur(x)) by autograd, and
+    it is at least as strong as BPDA's identity surrogate; a non-differentiable preprocess is
+    refused with one line."""
+    from virolbi.attacks import PGD, pgd
+    from virolbi.perturb import GaussianBlur
+
+    model = conv_model()
+    x, y = batch()
+    blur = GaussianBlur(3, 2.0)
+    attack = PGD(None, eps=8 / 255, steps=10, generator=torch.Generator().manual_seed(0))
+    got = attack_with_threat_model(model, blur, x, y, attack, "adaptive_exact")
+    ref = pgd(nn.Sequential(blur, model), x, y, 8 / 255, steps=10,
+              generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, ref)
+    with pytest.raises(InputError, match="needs a differentiable preprocess"):
+        attack_with_threat_model(model, nn.Identity(), x, y, attack, "adaptive_exact")
 
 
 def test_attack_with_threat_model_targets():

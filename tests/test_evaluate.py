@@ -152,6 +152,12 @@ def test_preprocessing_rows_and_threat_models(cifar_one_per_class, template_clas
         "fgsm", "8/255", "classifier")
     assert any("adaptive_bpda_partition" in s for s in res.meta["skipped"])
     assert res.sanity == [] and not res.select(group="sanity")
+    # a differentiable preprocess (the Blur baseline's blur) is also attacked with its exact gradient
+    from virolbi.perturb import GaussianBlur
+    res = evaluate(model, (x, y), suite=specs, preprocess=GaussianBlur(3, 2.0), preprocess_name="blur",
+                   progress=False, sanity=False)
+    threats = {r.threat_model for r in res.select(perturbation="fgsm")}
+    assert "adaptive_exact" in threats and not any("adaptive_exact" in s for s in res.meta["skipped"])
 
 
 def test_limit_seed_batch_size_and_mode(cifar_small, template_classifier):

@@ -108,8 +108,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     :math:`f(P(T(x)))`. Adversarial specs run in the threat models of
     :class:`virolbi.attacks.ThreatModel`: ``classifier`` (attack :math:`f`, classify with
     :math:`f`), ``preprocess_after`` (the paper's: attack :math:`f`, classify with
-    :math:`f \circ P`) and the adaptive ``adaptive_bpda_identity`` / ``adaptive_bpda_partition``
-    (attack :math:`f \circ \mathrm{BPDA}(P)`, classify with :math:`f \circ P`).
+    :math:`f \circ P`), the adaptive ``adaptive_bpda_identity`` / ``adaptive_bpda_partition``
+    (attack :math:`f \circ \mathrm{BPDA}(P)`, classify with :math:`f \circ P`) and, for a
+    differentiable :math:`P` (the Blur baseline's blur), ``adaptive_exact`` (attack :math:`f \circ P`
+    with its exact gradient).
 
     Parameters
     ----------
@@ -219,6 +221,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         if any(ThreatModel.ADAPTIVE_BPDA_PARTITION.value in s.threat_models for s in specs):
             skipped.append(f"{ThreatModel.ADAPTIVE_BPDA_PARTITION.value}: the preprocessor has no "
                            "forward_with_labels")
+    if preprocess is not None and not getattr(preprocess, "differentiable", False):
+        if any(ThreatModel.ADAPTIVE_EXACT.value in s.threat_models for s in specs):
+            skipped.append(f"{ThreatModel.ADAPTIVE_EXACT.value}: the preprocessor is not "
+                           "differentiable (attacked through BPDA instead)")
     generators = {(s.perturbation, s.level): torch.Generator().manual_seed(
         _spec_seed(seed, s.perturbation, s.level)) for s, _ in work}
 
@@ -323,6 +329,8 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
             continue
         if threat is ThreatModel.ADAPTIVE_BPDA_PARTITION and not hasattr(preprocess,
                                                                          "forward_with_labels"):
+            continue
+        if threat is ThreatModel.ADAPTIVE_EXACT and not getattr(preprocess, "differentiable", False):
             continue
         if threat.adaptive:
             x_adv = attack_with_threat_model(model, preprocess, x, y, attack, threat, eot_samples)

@@ -173,6 +173,8 @@ class GaussianBlur(nn.Module):
 
     #: The same input gives the same output (attacks may reuse an output under EOT).
     deterministic = True
+    #: A convolution: attacks take its exact gradient (threat model ``adaptive_exact``).
+    differentiable = True
 
     def __init__(self, kernel_size: int = 3, sigma: float = 2.0, *,
                  padding_mode: str = "reflect") -> None:

@@ -23,6 +23,7 @@ THREAT_LABELS = {"classifier": "none (attack and classify f)",
                  "preprocess_after": "paper: attack f, classify f(P(x'))",
                  "adaptive_bpda_identity": "adaptive: BPDA identity through P",
                  "adaptive_bpda_partition": "adaptive: BPDA fixed partition through P",
+                 "adaptive_exact": "adaptive: exact gradient through P (differentiable P: Blur)",
                  "gradient_free": "Square on f(P(x)) (no gradients)",
                  "worst_case": "lowest of the adaptive and gradient-free rows"}
 
@@ -87,7 +88,8 @@ def _adversarial_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any
     spec = plan.tables[table]
     groups = _groups(plan, spec.models)
     cells = []
-    threats = ("classifier", "preprocess_after", "adaptive_bpda_identity", "adaptive_bpda_partition")
+    threats = ("classifier", "preprocess_after", "adaptive_bpda_identity", "adaptive_bpda_partition",
+               "adaptive_exact")
     for conv in spec.conventions:  # cells not evaluated (yet) are left out, and say so by `models`
         paths = {n: cell_dir(work, "adversarial", n, conv) / "results.json" for n in spec.models}
         res = {n: load_results(p) for n, p in paths.items() if p.is_file()}
