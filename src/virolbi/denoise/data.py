@@ -27,7 +27,7 @@ def load_gray_set(name: str, archive: str | os.PathLike | None = None) -> list[n
 
     Examples
     --------
-    >>> imgs = load_gray_set("set12")  # doctest: +SKIP
+    >>> imgs = load_gray_set("set12")
     >>> len(imgs), imgs[0].dtype
     (12, dtype('uint8'))
     """

@@ -37,7 +37,7 @@ def project_zero_mean_l2(delta: Tensor, rho: Tensor | float) -> Tensor:
     --------
     >>> d = project_zero_mean_l2(torch.tensor([[[[3.0, 1.0]]]]), 0.5)
     >>> d, float(d.sum())
-    (tensor([[[[ 0.5000, -0.5000]]]]), 0.0)
+    (tensor([[[[ 0.3536, -0.3536]]]]), 0.0)
     """
     flat = delta.flatten(1)
     flat = flat - flat.mean(dim=1, keepdim=True)
