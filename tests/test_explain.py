@@ -180,6 +180,11 @@ def test_snapshot_figures_over_training(tmp_path, capsys, cifar_small):
         assert list(values) == ["1", "2"] and all(0 <= v <= 1 for v in values.values())
     code = main(["figures", "fig5", "--images", "10", "--output-dir", str(tmp_path / "f2")])
     assert code == 2 and "needs --run" in capsys.readouterr().err
+    code = main(["figures", "all", "--run", str(run), "--images", "10",
+                 "--output-dir", str(tmp_path / "all")])
+    assert code == 0, capsys.readouterr().err
+    stems = {p.name.split("_caption")[0] for p in (tmp_path / "all").glob("*_caption.md")}
+    assert stems == {"fig1b", "fig2a", "fig2b", "fig2c", "fig3", "fig5", "cam_mass"}
 
 
 def test_low_frequency_share_of_known_signals():

@@ -1,4 +1,4 @@
-"""``virolbi figures fig1b|fig2a|fig2c|fig3|cam-mass``: draw the paper's figures from the project's
+"""``virolbi figures fig1b|fig2a|fig2b|fig2c|fig3|fig5|cam-mass|all``: draw the paper's figures from the project's
 own data.
 
 - ``fig1b``: Grad-CAM of the shipped Vanilla model on original, blurred and smoothed images.
@@ -20,7 +20,7 @@ import argparse
 COMMAND = "figures"
 HELP = ("draw the paper's figures from the project's own data (fig1b, fig3: Grad-CAM / LRP heat "
         "maps; fig2a, fig2c: spectra; cam-mass: Grad-CAM on the object for the shipped models)")
-FIGURES = ("fig1b", "fig2a", "fig2b", "fig2c", "fig3", "fig5", "cam-mass")
+FIGURES = ("fig1b", "fig2a", "fig2b", "fig2c", "fig3", "fig5", "cam-mass", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(radius-6 split of images and smoothed images), fig2c (spectra of "
                              "what smoothing changes), fig3 (LRP of the four procedures) or "
                              "cam-mass (Grad-CAM mass on the object, the measured side of Fig. 5); "
-                             "fig2b, fig5: over the epochs a training kept (--run)")
+                             "fig2b, fig5: over the epochs a training kept (--run); all: every one "
+                             "(fig2b and fig5 only with --run)")
     parser.add_argument("--run", default=None, metavar="DIR",
                         help="fig2b, fig5: a training run folder with snapshots (epoch_NNNN.pt, "
                              "from logging.keep_checkpoints)")
@@ -103,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     x, y = ds.get_batch(idx)
     source = (f"{getattr(ds, 'name', args.data)} ({len(idx)} images, class-stratified, "
               f"seed {args.seed})")
-    paths = _draw(args.figure, x.float() / 255.0, y, out, source, args.run)
-    print(f"virolbi figures: {args.figure}: " + ", ".join(str(p) for p in paths.values()))
+    figures = [args.figure] if args.figure != "all" else [
+        f for f in FIGURES[:-1] if args.run is not None or f not in ("fig2b", "fig5")]
+    for figure in figures:
+        paths = _draw(figure, x.float() / 255.0, y, out, source, args.run)
+        print(f"virolbi figures: {figure}: " + ", ".join(str(p) for p in paths.values()))
     return 0
