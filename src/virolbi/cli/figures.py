@@ -1,5 +1,5 @@
-"""``virolbi figures fig1b|fig2a|fig2b|fig2c|fig3|fig5|cam-mass|all``: draw the paper's figures from the project's
-own data.
+"""``virolbi figures fig1b|fig2a|fig2b|fig2c|fig3|fig5|cam-mass|all``: draw the paper's figures
+from the project's own data.
 
 - ``fig1b``: Grad-CAM of the shipped Vanilla model on original, blurred and smoothed images.
 - ``fig3``: LRP of the shipped Vanilla, Blur, Fix and Iterative models on the same three variants.
