@@ -119,3 +119,22 @@ def test_compiled_backward_equals_the_tensor_backward():
     g = torch.randn_like(y)
     for a, b in zip(_backward_compiled(x, g, lam), _backward_torch(x, g, lam)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_threads_give_the_same_prox_and_gradient():
+    pytest.importorskip("numba")
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 20, 20, dtype=torch.float64, requires_grad=True)
+    lam = torch.full((1, 8, 1, 1), 0.3, dtype=torch.float64, requires_grad=True)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = tv2d_prox(x, lam)
+            gx, gl = torch.autograd.grad(out.square().sum(), (x, lam))
+            results.append((out.detach(), gx, gl))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

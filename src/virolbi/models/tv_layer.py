@@ -184,12 +184,28 @@ if numba is not None:
     _run_average_rows = numba.njit(nogil=True, cache=True)(_run_average_rows)
 
 
+def _in_threads(fn, *arrays) -> None:
+    """``fn(*arrays)`` over contiguous blocks of rows in ``torch.get_num_threads()`` Python threads
+    (the compiled row functions release the GIL); every array is split along its first axis."""
+    rows = arrays[0].shape[0]
+    threads = max(1, min(torch.get_num_threads(), rows // 64))
+    if threads == 1:
+        fn(*arrays)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, rows, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: fn(*(a[bounds[i]:bounds[i + 1]] for a in arrays)), range(threads)))
+
+
 def _prox_rows(y: Tensor, lam_b: Tensor) -> Tensor:
     """The exact prox of every row: Condat's algorithm compiled (CPU), else projected Newton."""
     if numba is not None and y.device.type == "cpu":
         y2 = y.detach().double().reshape(-1, y.shape[-1]).numpy()
         out = np.empty_like(y2)
-        _condat_rows(y2, lam_b.detach().double().reshape(-1).numpy(), out)
+        _in_threads(_condat_rows, y2, np.ascontiguousarray(lam_b.detach().double().reshape(-1).numpy()),
+                    out)
         return torch.from_numpy(out).reshape(y.shape).to(y.dtype)
     u = _solve_dual(y.detach(), lam_b.detach())
     return y.detach() - torch.cat([-u[..., :1], u[..., :-1] - u[..., 1:], u[..., -1:]], -1)  # Dᵀu
@@ -246,7 +262,7 @@ def _backward_compiled(x: Tensor, grad: Tensor, lam: Tensor) -> tuple[Tensor, Te
     g2 = grad.detach().double().reshape(-1, grad.shape[-1]).numpy()
     tol = 1e-9 * np.maximum(np.abs(x2).max(axis=1), 1.0)
     grad_y, grad_lam = np.empty_like(g2), np.empty(g2.shape[0])
-    _run_average_rows(x2, g2, tol, grad_y, grad_lam)
+    _in_threads(_run_average_rows, x2, g2, tol, grad_y, grad_lam)
     gy = torch.from_numpy(grad_y).reshape(grad.shape).to(grad.dtype)
     gl = torch.from_numpy(grad_lam).reshape(*grad.shape[:-1], 1).to(grad.dtype)
     return gy, gl.sum_to_size(lam.shape)
