@@ -115,7 +115,7 @@ def write_psnr_report(rows: list[dict[str, Any]], out_dir: Any, meta: dict[str, 
     out = Path(out_dir)
     save_json({"meta": meta, "rows": rows}, out / "psnr.json")
     lines = ["| denoiser | dataset | γ̂ | " + " | ".join(NOISES) + " |", "|---|---|---|" + "---|" * len(NOISES)]
-    keys = sorted({(r["denoiser"], r["dataset"], r["gamma"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted({(r["denoiser"], r["dataset"], r["gamma"]) for r in rows})
     for key in keys:
         cells = {r["noise"]: f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}" for r in rows
                  if (r["denoiser"], r["dataset"], r["gamma"]) == key}

@@ -37,16 +37,15 @@ def _corrupt(x: Tensor, noise: str | None, severity: int, seed: int) -> Tensor:
     return corrupt(x, noise, severity, torch.Generator().manual_seed(seed))
 
 
-def _batches(images: Tensor, labels: Tensor, batch_size: int):
-    for i in range(0, len(labels), batch_size):
-        yield images[i:i + batch_size], labels[i:i + batch_size]
+def _chunks(images: Tensor, batch_size: int):
+    return images.split(batch_size)
 
 
 @torch.no_grad()
 def mean_residual(model: nn.Module, images: Tensor, batch_size: int = 500) -> float:
     """The CSC residual averaged over images and CSC layers, at the layers' current λ."""
     total, n = 0.0, 0
-    for x, _ in _batches(images, torch.zeros(len(images)), batch_size):
+    for x in _chunks(images, batch_size):
         model(x)
         total += float(csc_residual(model).sum())
         n += len(x)
@@ -55,7 +54,8 @@ def mean_residual(model: nn.Module, images: Tensor, batch_size: int = 500) -> fl
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
-    right = sum(int((model(x).argmax(1) == y).sum()) for x, y in _batches(images, labels, batch_size))
+    right = sum(int((model(x).argmax(1) == y).sum())
+                for x, y in zip(_chunks(images, batch_size), labels.split(batch_size)))
     return right / max(len(labels), 1)
 
 
@@ -123,8 +123,7 @@ def robust_inference(model: nn.Module, images: Tensor, fit: LambdaFit,
     set_csc_lambda(model, lam)
     try:
         with torch.no_grad():
-            pred = torch.cat([model(x).argmax(1) for x, _ in
-                              _batches(images, torch.zeros(len(images)), batch_size)])
+            pred = torch.cat([model(x).argmax(1) for x in _chunks(images, batch_size)])
     finally:
         set_csc_lambda(model, lam0)
     return pred, lam

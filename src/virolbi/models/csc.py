@@ -92,13 +92,13 @@ class CSCLayer(nn.Module):
         return F.conv2d(x, self.dictionary() if d is None else d, padding=self.padding)
 
     @torch.no_grad()
-    def lipschitz(self, d: Tensor, height: int, width: int) -> float:
+    def lipschitz(self, d: Tensor, height: int, width: int, iterations: int | None = None) -> float:
         """An upper estimate of :math:`\\|\\mathcal A^\\top \\mathcal A\\|_2` at this image size."""
         shape = (1, d.shape[0], height, width)
         v = self.power_vector
         if v.shape != shape or not torch.isfinite(v).all():
             v = torch.randn(shape, device=d.device, dtype=d.dtype)
-        for _ in range(max(1, self.power_iterations)):
+        for _ in range(max(1, self.power_iterations if iterations is None else iterations)):
             v = self.analysis(self.synthesis(v, d), d)
             v = v / v.norm().clamp_min(1e-12)
         self.power_vector = v
@@ -112,11 +112,8 @@ class CSCLayer(nn.Module):
             return 1.0 / self.lipschitz(d, height, width)
         key = (height, width, self.weight._version, str(d.device), d.dtype)
         if self._eval_lipschitz.get("key") != key:
-            iters, self.power_iterations = self.power_iterations, max(30, self.power_iterations)
-            try:
-                self._eval_lipschitz = {"key": key, "L": self.lipschitz(d, height, width)}
-            finally:
-                self.power_iterations = iters
+            lip = self.lipschitz(d, height, width, max(30, self.power_iterations))
+            self._eval_lipschitz = {"key": key, "L": lip}
         return 1.0 / self._eval_lipschitz["L"]
 
     def forward(self, x: Tensor) -> Tensor:

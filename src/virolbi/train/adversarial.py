@@ -276,10 +276,10 @@ class RobustnessMonitor:
         """Measure after ``epoch`` (1-based), keep the weights if their PGD accuracy is the best;
         (the reading, whether catastrophic overfitting shows)."""
         reading = self.measure(net)
-        self.history.append(reading)
-        if self.best_epoch is None or reading["pgd"] > max(h["pgd"] for h in self.history[:-1]):
+        if self.best_epoch is None or reading["pgd"] > max(h["pgd"] for h in self.history):
             self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             self.best_epoch = epoch
+        self.history.append(reading)
         return reading, catastrophic_overfitting(self.history, self.drop)
 
     def state_dict(self) -> dict[str, Any]:
