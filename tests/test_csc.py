@@ -128,3 +128,22 @@ def test_algorithm_1_fits_a_line_and_applies_the_fitted_lambda(cifar_batch):
     assert applied == pytest.approx(min(1.5, max(0.1, 2.0 * r_test + 0.05)))
     assert seen[0] == 0.1 and seen[-1] == pytest.approx(applied)     # r at lambda_0, then lambda(r)
     assert pred.shape == (len(cifar_batch),) and csc_layers(net)[0].lam == 0.1
+
+
+def test_bfloat16_autocast_training_then_float32_evaluation():
+    """A training step under bfloat16 autocast, then evaluation outside it (what the trainer's
+    validation does): the power iteration stays float32, so the eval pass neither fails on a
+    bfloat16 power vector nor changes the step size."""
+    torch.manual_seed(0)
+    layer = CSCLayer(3, 8)
+    x = torch.rand(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x).float().sum().backward()
+    assert layer.power_vector.dtype == torch.float32
+    layer.eval()
+    z = layer(x)
+    assert z.dtype == torch.float32
+    fresh = CSCLayer(3, 8)
+    fresh.load_state_dict(layer.state_dict())
+    d = fresh.dictionary().detach()
+    assert layer._eval_lipschitz["L"] == pytest.approx(fresh.lipschitz(d, 8, 8, 200), rel=1e-3)

@@ -95,14 +95,17 @@ class CSCLayer(nn.Module):
     def lipschitz(self, d: Tensor, height: int, width: int, iterations: int | None = None) -> float:
         """An upper estimate of :math:`\\|\\mathcal A^\\top \\mathcal A\\|_2` at this image size."""
         shape = (1, d.shape[0], height, width)
+        if d.dtype not in (torch.float32, torch.float64):
+            d = d.float()  # a bfloat16 estimate is off by ~1 %
         v = self.power_vector
         if v.shape != shape or not torch.isfinite(v).all():
             v = torch.randn(shape, device=d.device, dtype=d.dtype)
-        for _ in range(max(1, self.power_iterations if iterations is None else iterations)):
-            v = self.analysis(self.synthesis(v, d), d)
-            v = v / v.norm().clamp_min(1e-12)
+        with torch.autocast(d.device.type, enabled=False):
+            for _ in range(max(1, self.power_iterations if iterations is None else iterations)):
+                v = self.analysis(self.synthesis(v, d), d)
+                v = v / v.norm().clamp_min(1e-12)
+            norm = float(self.analysis(self.synthesis(v, d), d).norm())
         self.power_vector = v
-        norm = float(self.analysis(self.synthesis(v, d), d).norm())
         return 1.02 * max(norm, 1e-6)
 
     def _step(self, d: Tensor, height: int, width: int) -> float:
