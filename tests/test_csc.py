@@ -147,3 +147,63 @@ def test_bfloat16_autocast_training_then_float32_evaluation():
     fresh.load_state_dict(layer.state_dict())
     d = fresh.dictionary().detach()
     assert layer._eval_lipschitz["L"] == pytest.approx(fresh.lipschitz(d, 8, 8, 200), rel=1e-3)
+
+
+def test_sdnet_noise_table_rows_are_consistent_with_direct_runs(cifar_batch, tmp_path):
+    """Each row's λ₀ cell is the sweep's value at λ₀, the oracle is the sweep's best, the
+    Algorithm 1 cell uses λ(r_test) of the fit on the *training* images (whose corruption draws
+    differ from the test ones), and the layers' λ₀ is restored; the report files are written."""
+    from virolbi.evaluate.sdnet import _corrupt, lambda_sweep, mean_residual, LambdaFit
+    from virolbi.evaluate.sdnet_table import _test_seed, sdnet_noise_table, write_sdnet_report
+
+    torch.manual_seed(0)
+    net = create_model("airbench", 10, width=0.125, csc=True).eval()
+    y = torch.arange(len(cifar_batch)) % 10
+    lambdas = (0.1, 0.7, 1.5)
+    table = sdnet_noise_table(net, cifar_batch[:10], y[:10], cifar_batch, y, noises=("shot_noise",),
+                              severities=(2, 5), lambdas=lambdas, progress=False)
+    assert csc_layers(net)[0].lam == 0.1 and table["lambda0"] == 0.1
+    assert [(r["noise"], r["severity"]) for r in table["rows"]] == [("shot_noise", 2), ("shot_noise", 5)]
+    f = table["fits"]["shot_noise"]
+    fit = LambdaFit(f["slope"], f["intercept"], 0.1, 1.5)
+    for r in table["rows"]:
+        x = _corrupt(cifar_batch, "shot_noise", r["severity"], _test_seed(0, "shot_noise", r["severity"]))
+        assert _test_seed(0, "shot_noise", r["severity"]) != r["severity"]   # fit draws differ
+        sweep = lambda_sweep(net, x, y, lambdas)
+        assert r["sweep"] == {f"{k:g}": v for k, v in sweep.items()}
+        assert r["lambda0"]["accuracy"] == sweep[0.1]
+        assert r["oracle"]["accuracy"] == max(sweep.values()) >= r["lambda0"]["accuracy"]
+        lo, hi = r["oracle"]["ci95"]
+        assert lo <= r["oracle"]["accuracy"] <= hi
+        assert r["algorithm1"]["lambda"] == pytest.approx(fit(mean_residual(net, x)))
+    paths = write_sdnet_report(table, tmp_path, {"checkpoint": "toy", "fit_images": 10})
+    assert "| shot_noise | 5 |" in paths["markdown"].read_text()
+    assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_sdnet_suite_end_to_end_and_refuses_a_model_without_csc(cifar_image_tree, tmp_path,
+                                                                   capsys):
+    from virolbi.cli import main
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for split in ("train", "test"):
+        (root / split).symlink_to(cifar_image_tree / "test")
+    torch.manual_seed(0)
+    for name, kwargs in (("csc", {"csc": True}), ("plain", {})):
+        net = create_model("airbench", 10, width=0.125, **kwargs)
+        torch.save({"model": net.state_dict(), "config": {"model": "airbench", "num_classes": 10,
+                    "width": 0.125, "model_kwargs": kwargs}}, tmp_path / f"{name}.pt")
+    out = tmp_path / "out"
+    code = main(["evaluate", "--suite", "sdnet", "--checkpoint", str(tmp_path / "csc.pt"), "--data",
+                 str(root), "--limit", "10", "--fit-images", "10", "--output-dir", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["sdnet.json", "sdnet.md", "sdnet.png"]
+    import json
+    table = json.loads((out / "sdnet.json").read_text())
+    assert table["meta"]["test_images"] == 10 and len(table["rows"]) == 4 * 5
+    capsys.readouterr()
+    code = main(["evaluate", "--suite", "sdnet", "--checkpoint", str(tmp_path / "plain.pt"), "--data",
+                 str(root), "--limit", "4", "--fit-images", "4", "--output-dir", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no CSC layer" in err

@@ -78,6 +78,24 @@ def test_quick_and_small_suites():
         assert {s.group for s in specs[1:]} == {group}
 
 
+def test_tisode_suite_adds_gaussian_noise_of_the_stated_sigma():
+    """Thesis Table 3.8: additive Gaussian noise of standard deviation 15/255 and 20/255 on [0, 1]
+    pixels (clipped), FGSM at 8/255 and 10/255, PGD at 8/255."""
+    from virolbi.evaluate.harness import _apply
+
+    specs = get_suite("tisode")
+    assert [(s.perturbation, s.level) for s in specs] == [
+        ("clean", "-"), ("gaussian", "15/255"), ("gaussian", "20/255"), ("fgsm", "8/255"),
+        ("fgsm", "10/255"), ("pgd", "8/255")]
+    x = torch.full((64, 3, 32, 32), 0.5)
+    for spec, sigma in ((specs[1], 15 / 255), (specs[2], 20 / 255)):
+        delta = _apply(spec, x, torch.Generator().manual_seed(0)) - x
+        assert float(delta.std()) == pytest.approx(sigma, rel=0.01)
+        assert abs(float(delta.mean())) < 1e-3
+    dark = _apply(specs[2], torch.zeros(8, 3, 8, 8), torch.Generator().manual_seed(0))
+    assert float(dark.min()) == 0.0 and 0 < float(dark.mean()) < 20 / 255
+
+
 def test_suite_errors():
     with pytest.raises(InputError, match="unknown suite 'papper'; expected one of paper"):
         get_suite("papper")

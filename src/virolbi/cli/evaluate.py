@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from virolbi.cli._common import add_dataset_arguments, load_dataset_from_args
@@ -110,9 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
     add_dataset_arguments(parser)
     parser.add_argument("--suite", default="paper",
-                        help="paper, quick, noise, adversarial, lowres or frequency; psnr for a "
+                        help="paper, quick, noise, adversarial, lowres or frequency; tisode (Gaussian "
+                             "sigma 15/255 and 20/255, FGSM 8/255 and 10/255, PGD 8/255: Yan's "
+                             "thesis Table 3.8); psnr for a "
                              "denoiser run folder (--data set12 or bsd68: Gaussian, uniform and "
-                             "ObsAtk noise at 15/255 and 25/255)")
+                             "ObsAtk noise at 15/255 and 25/255); sdnet for a model with a CSC "
+                             "stem (SDNet's Algorithm 1: accuracy with the training lambda, the "
+                             "oracle lambda and the fitted lambda(r) on the four noises)")
     parser.add_argument("--preprocess-sparsity", type=float, default=None,
                         help="test-time ViRoLBI preprocessing at this sparsity level (paper: 0.6 "
                              "CIFAR, 0.3 ImageNet100); rows with and without it")
@@ -122,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="only N images, as even as possible over the classes, drawn with "
                              "--seed (the same rule in every command)")
+    parser.add_argument("--fit-images", type=int, default=500,
+                        help="--suite sdnet: training images (of --data's train split, stratified) "
+                             "on which Algorithm 1 fits lambda(r)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (step ε/4)")
     parser.add_argument("--eps-convention", choices=("pixel", "normalized"), default="pixel",
@@ -157,6 +165,41 @@ def _run_psnr(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_sdnet(args: argparse.Namespace) -> int:
+    """SDNet's robust inference table (Li et al. 2022, Algorithm 1, Tables 2-3, Fig. 2)."""
+    from virolbi.data import load_dataset
+    from virolbi.data.subset import balanced_subset
+    from virolbi.evaluate.data import EvalData
+    from virolbi.evaluate.sdnet_table import sdnet_noise_table, write_sdnet_report
+    from virolbi.io import check_output_dir
+
+    for flag, value in (("--limit", args.limit), ("--fit-images", args.fit_images),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a positive integer, got {value}")
+    check_output_dir(args.output_dir, "--output-dir")
+    model, _ = build_model(args.checkpoint, model=args.model, width=args.width,
+                           num_classes=args.num_classes)
+    sets = []
+    for split, n in ((args.split, args.limit), ("train", args.fit_images)):
+        data = EvalData(load_dataset(args.data, split, data_dir=args.data_dir,
+                                     image_size=args.image_size, download=args.download))
+        labels = data.labels()
+        idx = (balanced_subset(labels, n, args.seed) if labels is not None and n
+               else np.arange(data.length)[:n])
+        sets.append(data.batch(idx))
+    (test_x, test_y), (fit_x, fit_y) = sets
+    table = sdnet_noise_table(model, fit_x, fit_y, test_x, test_y, seed=args.seed,
+                              batch_size=args.batch_size)
+    meta = {"checkpoint": str(args.checkpoint), "data": f"{args.data} {args.split}",
+            "test_images": len(test_y), "fit_images": len(fit_y), "seed": args.seed}
+    paths = write_sdnet_report(table, args.output_dir, meta)
+    print(f"clean accuracy {100 * table['clean']['lambda0']['accuracy']:.2f}% "
+          f"(lambda {table['lambda0']:g}, n = {len(test_y)})")
+    print(f"wrote {paths['json']}, {paths['markdown']}, {paths['figure']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_unit_interval, resolve_device
     from virolbi.io import check_output_dir
@@ -165,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.suite == "psnr":
         return _run_psnr(args)
+    if args.suite == "sdnet":
+        return _run_sdnet(args)
     get_suite(args.suite)  # an unknown suite fails before anything is loaded
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
                         ("--pgd-steps", args.pgd_steps), ("--eot-samples", args.eot_samples)):

@@ -37,6 +37,7 @@ from virolbi.evaluate.results import NO_PREPROCESSING, Results, Row, _Key
 from virolbi.evaluate.sanity_plan import LARGE_EPS, sanity_checks, sanity_specs
 from virolbi.provenance import run_metadata
 from virolbi.evaluate.suites import (
+    GAUSSIAN_SIGMA,
     NO_THREAT,
     PerturbationSpec,
     get_suite,
@@ -73,6 +74,9 @@ def _apply(spec: PerturbationSpec, x: Tensor, generator: torch.Generator) -> Ten
 
     if spec.perturbation == "clean":
         return x
+    if spec.perturbation == GAUSSIAN_SIGMA:
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x)
+        return (x + float(spec.value) * noise).clamp(0.0, 1.0)
     if spec.group == "noise":
         return perturb.corrupt(x, spec.perturbation, int(spec.value), generator=generator)
     if spec.perturbation == "low_resolution":

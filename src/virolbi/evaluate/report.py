@@ -19,7 +19,7 @@ from virolbi.io import atomic_path, load_json, save_json, save_text
 __all__ = ["load_results", "plot_results", "save_results", "to_markdown", "write_report"]
 
 _NOISE_NAMES = {"gaussian_noise": "Gaussian", "shot_noise": "Shot", "impulse_noise": "Impulse",
-                "speckle_noise": "Speckle"}
+                "speckle_noise": "Speckle", "gaussian": "Gaussian σ"}
 _THREAT_ORDER = ADVERSARIAL_THREAT_MODELS
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "NO_THREAT",
     "PerturbationSpec",
     "SUITES",
+    "GAUSSIAN_SIGMA",
     "THREAT_MODEL_LABELS",
     "frequency_radius",
     "get_suite",
@@ -69,7 +70,11 @@ ADVERSARIAL_THREAT_MODELS: tuple[str, ...] = tuple(t.value for t in ThreatModel)
 THREAT_MODEL_LABELS: dict[str, str] = {NO_THREAT: "-", **{t.value: t.label for t in ThreatModel}}
 
 #: The named suites.
-SUITES: tuple[str, ...] = ("paper", "quick", "noise", "adversarial", "lowres", "frequency")
+SUITES: tuple[str, ...] = ("paper", "quick", "noise", "adversarial", "lowres", "frequency", "tisode")
+
+#: Additive Gaussian noise of a given standard deviation (on [0, 1] pixels, clipped): the noise of
+#: Yan's thesis, Table 3.8 (sigma = 15/255 and 20/255), unlike the CIFAR-10-C severities.
+GAUSSIAN_SIGMA = "gaussian"
 
 _GROUPS = ("clean", "noise", "adversarial", "lowres", "frequency", "sanity")
 
@@ -160,6 +165,10 @@ def _adversarial(attacks: Sequence[str], epsilons: Sequence[int]) -> list[Pertur
             for a in attacks for e in epsilons]
 
 
+def _gaussian_sigma(sigmas_255: Sequence[int]) -> list[PerturbationSpec]:
+    return [PerturbationSpec(GAUSSIAN_SIGMA, f"{v}/255", v / 255.0, "noise") for v in sigmas_255]
+
+
 def _lowres(scales: Sequence[float]) -> list[PerturbationSpec]:
     return [PerturbationSpec("low_resolution", level_label(s), float(s), "lowres") for s in scales]
 
@@ -174,7 +183,9 @@ def get_suite(name: str, image_size: int | Sequence[int] = 32) -> tuple[Perturba
     Parameters
     ----------
     name : str
-        One of ``paper``, ``quick``, ``noise``, ``adversarial``, ``lowres``, ``frequency``.
+        One of ``paper``, ``quick``, ``noise``, ``adversarial``, ``lowres``, ``frequency``, or
+        ``tisode`` (Yan's thesis Table 3.8: Gaussian σ = 15/255 and 20/255, FGSM 8/255 and
+        10/255, PGD 8/255).
     image_size : int or (int, int), default 32
         Image side (or ``(H, W)``). From a side of 128 on, the ImageNet100 settings apply: noise
         severities 1 and 2, low-resolution scales 1/7 and 1/4, frequency radius
@@ -213,6 +224,9 @@ def get_suite(name: str, image_size: int | Sequence[int] = 32) -> tuple[Perturba
         specs = _clean() + _adversarial(("fgsm", "pgd"), (8, 16))
     elif name == "lowres":
         specs = _clean() + _lowres(scales)
+    elif name == "tisode":  # thesis Table 3.8: Gaussian 15/255, 20/255; FGSM 8/255, 10/255; PGD
+        specs = (_clean() + _gaussian_sigma((15, 20)) + _adversarial(("fgsm",), (8, 10))
+                 + _adversarial(("pgd",), (8,)))
     else:
         specs = _clean() + _frequency(radius)
     return tuple(specs)
