@@ -127,9 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="only N images, as even as possible over the classes, drawn with "
                              "--seed (the same rule in every command)")
-    parser.add_argument("--fit-images", type=int, default=500,
-                        help="--suite sdnet: training images (of --data's train split, stratified) "
-                             "on which Algorithm 1 fits lambda(r)")
+    parser.add_argument("--fit-images", type=int, default=None,
+                        help="training images used to fit: --suite sdnet, Algorithm 1's lambda(r) "
+                             "(of --data's train split, stratified; default 500); --suite psnr "
+                             "--checkpoint virolbi, the sparsity (Train400; default 40)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (step ε/4)")
     parser.add_argument("--eps-convention", choices=("pixel", "normalized"), default="pixel",
@@ -147,6 +148,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where results.json, results.md and results.png go")
 
 
+def _smoother_psnr_rows(args: argparse.Namespace, images: list, meta: dict) -> list[dict]:
+    """ViRoLBI as the denoiser (``--checkpoint virolbi``): per noise level its sparsity is
+    ``--preprocess-sparsity`` or the best of a grid on ``--fit-images`` Train400 images."""
+    from virolbi.checks import check_unit_interval
+    from virolbi.denoise.data import load_gray_set
+    from virolbi.denoise.evaluate import psnr_rows
+    from virolbi.denoise.smoother import SmootherDenoiser, choose_sparsity
+
+    if args.fit_images is not None and args.fit_images < 1:
+        raise InputError(f"--fit-images must be a positive integer, got {args.fit_images}")
+    fixed = (None if args.preprocess_sparsity is None
+             else check_unit_interval(args.preprocess_sparsity, "--preprocess-sparsity"))
+    train = load_gray_set("train400", args.data_dir)[:args.fit_images or 40] if fixed is None else []
+    rows, meta["sparsity"] = [], {}
+    for gamma in (15 / 255, 25 / 255):
+        level, scores = (fixed, None) if fixed is not None else choose_sparsity(train, gamma, seed=args.seed)
+        how = "given" if fixed is not None else f"chosen on {len(train)} Train400 images"
+        meta["sparsity"][f"{round(gamma * 255)}/255"] = {"level": level, "how": how, "train_psnr": scores}
+        rows += psnr_rows(SmootherDenoiser(level), images, gammas=(gamma,), seed=args.seed,
+                          name=f"ViRoLBI (sparsity {level:g}, {how})", dataset=args.data)
+    return rows
+
+
 def _run_psnr(args: argparse.Namespace) -> int:
     """The denoising suite: PSNR of a trained denoiser on a gray test set (thesis Table 2.1)."""
     from virolbi.denoise.data import SETS, load_gray_set
@@ -156,11 +180,14 @@ def _run_psnr(args: argparse.Namespace) -> int:
     if args.data not in SETS:
         raise InputError(f"--suite psnr takes --data {' or '.join(SETS)}, got {args.data!r}")
     check_output_dir(args.output_dir, "--output-dir")
-    net = load_denoiser(args.checkpoint)
     images = load_gray_set(args.data, args.data_dir)[:args.limit]
-    rows = psnr_rows(net, images, seed=args.seed, name=str(args.checkpoint), dataset=args.data)
-    paths = write_psnr_report(rows, args.output_dir, {"checkpoint": str(args.checkpoint),
-                                                      "data": args.data, "images": len(images)})
+    meta = {"checkpoint": str(args.checkpoint), "data": args.data, "images": len(images)}
+    if str(args.checkpoint) == "virolbi":
+        rows = _smoother_psnr_rows(args, images, meta)
+    else:
+        net = load_denoiser(args.checkpoint)
+        rows = psnr_rows(net, images, seed=args.seed, name=str(args.checkpoint), dataset=args.data)
+    paths = write_psnr_report(rows, args.output_dir, meta)
     print(f"wrote {paths['json']}, {paths['markdown']}")
     return 0
 
@@ -173,6 +200,7 @@ def _run_sdnet(args: argparse.Namespace) -> int:
     from virolbi.evaluate.sdnet_table import sdnet_noise_table, write_sdnet_report
     from virolbi.io import check_output_dir
 
+    args.fit_images = 500 if args.fit_images is None else args.fit_images
     for flag, value in (("--limit", args.limit), ("--fit-images", args.fit_images),
                         ("--batch-size", args.batch_size)):
         if value is not None and value < 1:

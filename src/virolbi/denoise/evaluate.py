@@ -122,5 +122,8 @@ def write_psnr_report(rows: list[dict[str, Any]], out_dir: Any, meta: dict[str, 
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells.get(n, "–") for n in NOISES) + " |")
     note = ("\nPSNR in dB (peak 1), mean ± standard deviation over the images; ObsAtk-ε: noise "
             "(γ̂ − ε)·N(0, 1) plus the zero-mean ObsAtk perturbation of ℓ₂ norm ε·√m (5 steps).\n")
+    if any(r["denoiser"].startswith("ViRoLBI") for r in rows):
+        note += ("ViRoLBI rows: the smoother, not differentiable, is attacked through BPDA with the "
+                 "identity backward; its sparsity is chosen on Train400, never on the test images.\n")
     save_text("\n".join(lines) + "\n" + note, out / "psnr.md")
     return {"json": out / "psnr.json", "markdown": out / "psnr.md"}
