@@ -168,3 +168,34 @@ def test_cli_psnr_suite_with_virolbi_as_the_denoiser(tmp_path):
     by = {(r["gamma"], r["noise"]): r["psnr"] for r in report["rows"]}
     assert by[("25/255", "gaussian")] < by[("15/255", "gaussian")]     # more noise, lower PSNR
     assert all(15 < v < 40 for v in by.values())
+
+
+@needs_data
+def test_a_trained_denoiser_is_shipped_and_loaded_by_name(tmp_path, monkeypatch, capsys):
+    """`virolbi weights export` on a denoiser run writes safetensors + a manifest entry with the
+    Set12 PSNR of the float32 and float16 weights; the shipped name then loads as the same DnCNN
+    (weights equal to the run's, up to the stored precision) in `load_denoiser` and `weights list`."""
+    from virolbi.cli import main
+    from virolbi.denoise.evaluate import load_denoiser
+    from virolbi.zoo import load_weights, weights_info
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("task: denoising\nname: tiny\nmodel: {depth: 3, width: 4}\n"
+                   "data: {patch_size: 16, patches_per_epoch: 64}\noptim: {epochs: 1, batch_size: 32}\n"
+                   "logging: {progress: false}\n")
+    run, zoo = tmp_path / "run", tmp_path / "zoo"
+    zoo.mkdir()
+    assert main(["train", "--config", str(cfg), "--output-dir", str(run)]) == 0
+    monkeypatch.setenv("VIROLBI_ZOO", str(zoo))
+    assert main(["weights", "export", str(run), "--name", "tiny_dncnn"]) == 0
+    entry = weights_info("tiny_dncnn")
+    assert entry["task"] == "denoising" and entry["model"] == {"name": "dncnn", "depth": 3, "width": 4}
+    assert abs(entry["set12_psnr_gaussian25_float16"] - entry["set12_psnr_gaussian25_float32"]) < 0.05
+    net, _ = load_weights("tiny_dncnn")
+    ref = load_denoiser(run)
+    by_name = load_denoiser("tiny_dncnn")
+    for a, b, c in zip(net.state_dict().values(), ref.state_dict().values(), by_name.state_dict().values()):
+        assert torch.equal(a, c) and torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    capsys.readouterr()
+    assert main(["weights", "list"]) == 0
+    assert "Set12 PSNR" in capsys.readouterr().out

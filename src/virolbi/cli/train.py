@@ -45,15 +45,6 @@ def _refuse_silent_overwrite(cfg: dict, args: argparse.Namespace) -> None:
                          f"continue it or --overwrite to start again")
 
 
-def _task_of(path: str) -> str | None:
-    """The ``task`` key of a config (after its ``defaults:`` chain): denoising configs have one."""
-    from pathlib import Path
-
-    from virolbi.train.config import _load_layered
-
-    return _load_layered(Path(path), ()).get("task")
-
-
 def _train_denoiser(args: argparse.Namespace, overrides: list) -> int:
     """``task: denoising``: a DnCNN on Train400 (normal or hybrid adversarial training)."""
     from virolbi.denoise.train import load_denoise_config, train_denoiser
@@ -83,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_device(args.device, "--device")
         overrides.append(f"device={args.device}")
-    if _task_of(args.config) == "denoising":
+    from virolbi.train.config import config_task
+
+    if config_task(args.config) == "denoising":
         return _train_denoiser(args, overrides)
     cfg = load_config(args.config, overrides)
     if args.print_config:

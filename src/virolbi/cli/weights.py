@@ -25,6 +25,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the manifest and files (default: the package's own)")
 
 
+def _is_denoiser_run(run_dir: str) -> bool:
+    from pathlib import Path
+
+    from virolbi.train.config import config_task
+
+    path = Path(run_dir) / "config.yaml"
+    return path.is_file() and config_task(path) == "denoising"
+
+
+def _quality(entry: dict, dtype: str) -> str:
+    """Validation accuracy of a classifier, Set12 PSNR of a denoiser, with the weights in dtype."""
+    if entry.get("task") == "denoising":
+        return f"Set12 PSNR {entry[f'set12_psnr_gaussian25_{dtype}']:.2f} dB (sigma 25/255)"
+    return f"val {100 * entry[f'val_acc_{dtype}']:.2f}%"
+
+
 def run(args: argparse.Namespace) -> int:
     from virolbi.errors import InputError
     from virolbi.zoo import list_weights, verify_weights, weights_info
@@ -32,22 +48,24 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "export":
         if not args.run_dir or not args.name:
             raise InputError("export needs a run folder and --name")
-        from virolbi.zoo.export import export_run
+        from virolbi.zoo.export import export_denoiser_run, export_run
 
-        entry = export_run(args.run_dir, args.name, zoo_dir=args.zoo_dir)
-        print(f"{args.name}: {entry['dtype']}, {entry['bytes'] / 1e6:.1f} MB, val acc "
-              f"{100 * entry['val_acc_float32']:.2f}% (float32) / "
-              f"{100 * entry['val_acc_float16']:.2f}% (float16)")
+        if _is_denoiser_run(args.run_dir):
+            entry = export_denoiser_run(args.run_dir, args.name, zoo_dir=args.zoo_dir)
+        else:
+            entry = export_run(args.run_dir, args.name, zoo_dir=args.zoo_dir)
+        print(f"{args.name}: {entry['dtype']}, {entry['bytes'] / 1e6:.1f} MB, {_quality(entry, 'float32')} "
+              f"(float32) / {_quality(entry, 'float16')} (float16)")
         return 0
     names = list_weights(args.zoo_dir)
     for name in names:
         entry = weights_info(name, args.zoo_dir)
         if args.action == "verify":
             verify_weights(name, args.zoo_dir)
-        acc = entry.get("val_acc_float16" if entry.get("dtype") == "float16" else "val_acc_float32")
         print(f"{name}\t{entry['model']['name']} x{entry['model']['width']:g}\t"
               f"{entry['procedure'].get('name', '?')}\tseed {entry.get('seed')}\t"
-              f"val {100 * acc:.2f}%\t{entry['dtype']}" + ("\tok" if args.action == "verify" else ""))
+              f"{_quality(entry, entry['dtype'])}\t{entry['dtype']}"
+              + ("\tok" if args.action == "verify" else ""))
     if not names:
         print("no shipped weights")
     return 0

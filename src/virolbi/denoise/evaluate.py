@@ -84,8 +84,9 @@ def psnr_rows(denoiser: Callable[[Tensor], Tensor], images: Sequence[np.ndarray]
 
 
 def load_denoiser(run: Any) -> torch.nn.Module:
-    """A trained :class:`~virolbi.denoise.dncnn.DnCNN` from its run folder (or ``model.pt`` in it),
-    read without unpickling; in eval mode."""
+    """A trained :class:`~virolbi.denoise.dncnn.DnCNN` from its run folder (or ``model.pt`` in it)
+    or the name of a shipped denoiser (``virolbi weights list``), read without unpickling; in eval
+    mode."""
     from pathlib import Path
 
     from virolbi.denoise.dncnn import DnCNN
@@ -93,6 +94,11 @@ def load_denoiser(run: Any) -> torch.nn.Module:
     from virolbi.io import load_torch_file
 
     path = Path(run)
+    if not path.exists():
+        from virolbi.zoo import list_weights, load_weights, weights_info
+
+        if str(run) in list_weights() and weights_info(str(run)).get("task") == "denoising":
+            return load_weights(str(run))[0]
     folder = path.parent if path.is_file() else path
     if not (folder / "config.yaml").is_file() or not (folder / "model.pt").is_file():
         raise InputError(f"{run} is not a denoiser run folder (config.yaml and model.pt expected)")

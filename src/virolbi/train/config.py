@@ -23,7 +23,7 @@ import yaml
 from virolbi.errors import InputError
 
 __all__ = ["DEFAULTS", "FREE_FORM", "PROCEDURES", "load_config", "merge", "apply_overrides",
-           "parse_override", "resolve_config", "validate_config", "save_config", "config_to_yaml"]
+           "config_task", "parse_override", "resolve_config", "validate_config", "save_config", "config_to_yaml"]
 
 PROCEDURES = ("vanilla", "blur", "fixed", "iterative")
 
@@ -387,3 +387,9 @@ def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> Path:
     from virolbi.io import save_text
 
     return save_text(config_to_yaml(config), path)
+
+
+def config_task(path: str | Path) -> str | None:
+    """The ``task`` key of a config file (after its ``defaults:`` chain): ``denoising`` for the
+    denoiser configs, ``None`` for classifiers."""
+    return _load_layered(Path(path), ()).get("task")

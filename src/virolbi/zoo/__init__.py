@@ -91,7 +91,8 @@ def _read_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 def load_weights(name: str, *, zoo_dir: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the shipped model ``name`` with its weights (float32, eval mode).
+    """Build the shipped model ``name`` with its weights (float32, eval mode): a classifier, or a
+    denoiser for an entry with ``task: denoising``.
 
     Returns ``(model, entry)`` with the manifest entry. Raises :class:`~virolbi.InputError` for an
     unknown name, a missing file, a checksum mismatch or a file that is not safetensors.
@@ -101,8 +102,13 @@ def load_weights(name: str, *, zoo_dir: str | os.PathLike | None = None,
     path = verify_weights(name, zoo_dir)
     entry = weights_info(name, zoo_dir)
     m = entry["model"]
-    net = create_model(m["name"], m["num_classes"], width=m["width"],
-                       normalize=m.get("normalize", True), **(m.get("kwargs") or {}))
+    if entry.get("task") == "denoising":  # a DnCNN of virolbi.denoise (Yan's thesis, chapter 2)
+        from virolbi.denoise.dncnn import DnCNN
+
+        net = DnCNN(m["depth"], m["width"])
+    else:
+        net = create_model(m["name"], m["num_classes"], width=m["width"],
+                           normalize=m.get("normalize", True), **(m.get("kwargs") or {}))
     state = {k: (v.float() if v.is_floating_point() else v)
              for k, v in _read_tensors(path, name).items()}
     try:

@@ -17,7 +17,7 @@ import torch
 
 from virolbi.errors import InputError
 
-__all__ = ["export_run", "accuracy", "model_from_run"]
+__all__ = ["export_run", "export_denoiser_run", "accuracy", "model_from_run"]
 
 
 @torch.no_grad()
@@ -107,4 +107,38 @@ def export_run(run_dir: str | os.PathLike, name: str, *, val_data: Any = None,
             "val_acc_pre": rows[-1].get("val_acc_pre") if rows else None,
             "config": {k: cfg[k] for k in ("optim", "augment", "compute", "model")},
             **(extra or {})}
+    return export_weights(net, name, info, zoo_dir=zoo_dir, dtype=dtype)
+
+
+def export_denoiser_run(run_dir: str | os.PathLike, name: str, *,
+                        zoo_dir: str | os.PathLike | None = None, max_drop_db: float = 0.01
+                        ) -> dict[str, Any]:
+    """Ship the denoiser run (``task: denoising``) in ``run_dir`` as ``name``: float16 when its PSNR
+    on Set12 with Gaussian noise 25/255 loses at most ``max_drop_db`` against float32."""
+    from virolbi.denoise.data import load_gray_set
+    from virolbi.denoise.evaluate import load_denoiser, psnr_rows
+    from virolbi.denoise.train import load_denoise_config
+    from virolbi.io import load_json
+    from virolbi.zoo import export_weights
+
+    run = Path(run_dir)
+    net = load_denoiser(run)
+    cfg = load_denoise_config(run / "config.yaml")
+    images = load_gray_set("set12", cfg["data"]["archive"])
+
+    def set12_psnr(model: torch.nn.Module) -> float:
+        return psnr_rows(model, images, gammas=(25 / 255,), noises=("gaussian",))[0]["psnr"]
+
+    db32, db16 = set12_psnr(net), set12_psnr(_rounded(net, torch.float16))
+    dtype = torch.float16 if db16 >= db32 - max_drop_db else torch.float32
+    rows = load_json(run / "metrics.json").get("epochs", []) if (run / "metrics.json").is_file() else []
+    hat = cfg["hat"]
+    info = {"task": "denoising",
+            "model": {"name": "dncnn", "depth": cfg["model"]["depth"], "width": cfg["model"]["width"]},
+            "procedure": {"name": "hat" if hat["alpha"] > 0 else "nt", **dict(hat)},
+            "seed": cfg["seed"], "precision": "float32", "epochs": cfg["optim"]["epochs"],
+            "train_seconds": round(sum(r.get("epoch_time") or 0 for r in rows), 1),
+            "data": {"name": "train400", "noise": dict(cfg["noise"])},
+            "set12_psnr_gaussian25_float32": db32, "set12_psnr_gaussian25_float16": db16,
+            "config": {k: cfg[k] for k in ("model", "data", "noise", "hat", "optim")}}
     return export_weights(net, name, info, zoo_dir=zoo_dir, dtype=dtype)
