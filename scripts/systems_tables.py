@@ -152,7 +152,7 @@ def denoise() -> list[str]:
     if not body:
         return ["ObsAtk / HAT: not run yet."]
     out += ["Thesis: DnCNN-B (17 × 64) on Set68 (= our BSD68, gray), Table 2.2: Gaussian / Atk-5/255 "
-            "/ Atk-7/255. Ours: DnCNN 10 × 32, 10 epochs of 6 400 patches.", "",
+            "/ Atk-7/255. Ours: DnCNN 10 × 32, 8 epochs of 6 400 patches.", "",
             "| data | denoiser | γ̂ | Gaussian | uniform | ObsAtk-5/255 | ObsAtk-7/255 | thesis (N / Atk-5 / Atk-7) |",
             "|---|---|---|---|---|---|---|---|"] + body
     return out
