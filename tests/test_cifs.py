@@ -85,3 +85,47 @@ def test_bad_options():
         create_model("airbench", 10, cifs={"beta": 2})
     with pytest.raises(InputError, match="k must be"):
         CIFS(4, 3, k=5)
+
+
+def test_resnet18_variants_sdnet_stem_and_cifs_on_both_last_blocks():
+    """SDNet-18: the CIFAR stem's convolution is a CSC layer with as many atoms as stem channels;
+    CIFS-ResNet-18: one CIFS layer after each of layer4's two blocks, both probes in Eq. 4.3
+    (beta = |I| = 2), and the output equals the blocks and masks applied by hand."""
+    from virolbi.errors import InputError
+    from virolbi.models.csc import CSCLayer
+
+    torch.manual_seed(0)
+    sd = create_model("resnet18", 10, width=0.125, csc=True, normalize=None).eval()
+    assert isinstance(sd.conv1, CSCLayer) and sd.conv1.weight.shape == (8, 3, 3, 3)
+    x = torch.rand(2, 3, 32, 32)
+    assert sd(x).shape == (2, 10)
+    with pytest.raises(InputError, match="stem='cifar'"):
+        create_model("resnet18", 10, width=0.125, csc=True, stem="imagenet")
+    net = create_model("resnet18", 10, width=0.125, cifs=True, normalize=None).eval()
+    layers = cifs_layers(net)
+    assert len(layers) == 2 and all(m.scale == 2.0 for m in layers)
+    with torch.no_grad():
+        h = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
+    for block, sel in zip(net.layer4, layers):
+        h = block(h)
+        h = h * sel.mask(h)[:, :, None, None]
+    torch.testing.assert_close(net.forward_features(x), h)
+    y = torch.tensor([1, 2])
+    logits = net(x)
+    main = F.cross_entropy(logits, y, reduction="sum")
+    probes = sum(F.cross_entropy(m.probe_logits, y, reduction="sum") for m in layers)
+    torch.testing.assert_close(cifs_loss(net, logits, y), main / 3 + 2 / (3 * 2) * probes)
+
+
+def test_resnet18_configs_of_sdnet_and_cifs_build_their_models():
+    from pathlib import Path
+
+    from virolbi.models.csc import csc_layers
+    from virolbi.train.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "cifar10"
+    sd = load_config(root / "sdnet_resnet18.yaml")["model"]
+    cf = load_config(root / "cifs_resnet18.yaml")
+    assert cf["adversarial"]["method"] == "pgd" and cf["adversarial"]["steps"] == 10
+    assert len(csc_layers(create_model(sd["name"], 10, width=0.125, **sd["kwargs"]))) == 1
+    assert len(cifs_layers(create_model("resnet18", 10, width=0.125, **cf["model"]["kwargs"]))) == 2

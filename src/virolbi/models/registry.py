@@ -115,8 +115,10 @@ def _odenet_small(num_classes: int, *, image_size: object = None, kind: str = "t
 @register("resnet18", default_stats=lambda kw: "cifar10" if kw.get("stem", "cifar") == "cifar"
           else "imagenet")
 def _resnet18(num_classes: int, *, width: float = 1.0, image_size: object = None,
-              stem: str = "cifar", zero_init_residual: bool = False) -> nn.Module:
-    return resnet18(num_classes, width=width, stem=stem, zero_init_residual=zero_init_residual)
+              stem: str = "cifar", zero_init_residual: bool = False, csc: object = None,
+              cifs: object = None) -> nn.Module:
+    return resnet18(num_classes, width=width, stem=stem, zero_init_residual=zero_init_residual,
+                    csc=csc, cifs=cifs)
 
 
 @register("resnet50", default_stats=lambda kw: "cifar10" if kw.get("stem") == "cifar"
@@ -217,7 +219,8 @@ def create_model(name: str, num_classes: int = 10, *, width: float = 1.0,
     **kw
         Model options: ``weight_noise`` (any model: PNI on every trainable convolution,
         ``{"alpha": 0.25, "channelwise": False}``, :mod:`virolbi.models.pni`);
-        ``stem`` and ``zero_init_residual`` (ResNets); ``patch_size``, ``depth``,
+        ``stem`` and ``zero_init_residual`` (ResNets; ResNet18 also ``csc`` and ``cifs``, SDNet-18
+        and CIFS); ``patch_size``, ``depth``,
         ``embed_dim``, ``num_heads``, ``mlp_dim``, ``dropout``, ``attn_dropout`` (ViT); anything the
         torchvision / timm constructor takes.
 

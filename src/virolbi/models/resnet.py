@@ -154,6 +154,13 @@ class ResNet(nn.Module):
         and max-pool (224×224 inputs).
     zero_init_residual : bool
         Start the last BatchNorm of each block at zero, so each block starts as the identity.
+    csc : bool or dict, optional
+        SDNet-18 (Li et al. 2022): the CIFAR stem's convolution becomes a CSC layer
+        (:class:`~virolbi.models.csc.CSCLayer`, as many 3×3 atoms as the stem has channels, λ 0.1,
+        2 FISTA steps; a dict overrides its options), followed by the same BatchNorm and ReLU.
+    cifs : bool or dict, optional
+        CIFS (Yan et al. 2021): a :class:`~virolbi.models.cifs.CIFS` layer after each block of the
+        last stage (a dict gives its options; the authors' mask scale 2 is the default).
 
     Notes
     -----
@@ -169,7 +176,8 @@ class ResNet(nn.Module):
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  num_classes: int = 1000, *, width: float = 1.0, stem: str = "imagenet",
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, csc: bool | dict | None = None,
+                 cifs: bool | dict | None = None) -> None:
         super().__init__()
         width = check_positive(width, "width")
         num_classes = _check_num_classes(num_classes)
@@ -196,6 +204,8 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = planes[3] * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes)
+        self._add_sdnet_stem(csc)
+        self._add_cifs(cifs, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -209,6 +219,23 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn3.weight)
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
+
+    def _add_sdnet_stem(self, csc: bool | dict | None) -> None:
+        if csc is None or csc is False:
+            return
+        if self.stem != "cifar":
+            raise InputError("csc (the SDNet stem) needs stem='cifar' (a stride-1 3x3 stem)")
+        from virolbi.models.csc import CSCLayer
+
+        self.conv1 = CSCLayer(3, **{"atoms": self.conv1.out_channels,
+                                    **({} if csc is True else dict(csc))})
+
+    def _add_cifs(self, cifs: bool | dict | None, num_classes: int) -> None:
+        from virolbi.models.cifs import CIFS, cifs_options
+
+        options = cifs_options(cifs)
+        self.cifs = None if options is None else nn.ModuleList(
+            CIFS(self.num_features, num_classes, **options) for _ in self.layer4)
 
     def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int,
                     stride: int) -> nn.Sequential:
@@ -225,7 +252,12 @@ class ResNet(nn.Module):
         """The feature map ``(B, num_features, h, w)`` before pooling (``h = H/8`` for the CIFAR
         stem, ``H/32`` for the ImageNet stem)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.cifs is None:
+            return self.layer4(x)
+        for block, select in zip(self.layer4, self.cifs):
+            x = select(block(x))
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
@@ -236,7 +268,8 @@ def _check_num_classes(num_classes: object) -> int:
 
 
 def resnet18(num_classes: int = 10, *, width: float = 1.0, stem: str = "cifar",
-             zero_init_residual: bool = False) -> ResNet:
+             zero_init_residual: bool = False, csc: bool | dict | None = None,
+             cifs: bool | dict | None = None) -> ResNet:
     """ResNet18 (:class:`BasicBlock`, ``(2, 2, 2, 2)``), by default with the CIFAR stem (SPEC §2).
 
     Parameters
@@ -249,6 +282,8 @@ def resnet18(num_classes: int = 10, *, width: float = 1.0, stem: str = "cifar",
         See :class:`ResNet` (default ``"cifar"``: 3×3 conv, stride 1, no max-pool).
     zero_init_residual : bool
         See :class:`ResNet`.
+    csc, cifs : bool or dict, optional
+        SDNet-18's CSC stem and CIFS on the last stage (see :class:`ResNet`).
 
     Examples
     --------
@@ -257,7 +292,7 @@ def resnet18(num_classes: int = 10, *, width: float = 1.0, stem: str = "cifar",
     (torch.Size([1, 10]), torch.Size([1, 64, 4, 4]))
     """
     return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, width=width, stem=stem,
-                  zero_init_residual=zero_init_residual)
+                  zero_init_residual=zero_init_residual, csc=csc, cifs=cifs)
 
 
 def resnet50(num_classes: int = 1000, *, width: float = 1.0, stem: str = "imagenet",
