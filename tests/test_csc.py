@@ -207,3 +207,8 @@ def test_cli_sdnet_suite_end_to_end_and_refuses_a_model_without_csc(cifar_image_
                  str(root), "--limit", "4", "--fit-images", "4", "--output-dir", str(tmp_path / "o2")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no CSC layer" in err
+    code = main(["evaluate", "--suite", "sdnet", "--checkpoint", str(tmp_path / "csc.pt"), "--data",
+                 str(root), "--fit-images", "0", "--output-dir", str(tmp_path / "o3")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fit-images must be a positive integer, got 0" in err
+    assert not (tmp_path / "o3").exists()
