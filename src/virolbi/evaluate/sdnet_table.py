@@ -119,7 +119,8 @@ def _markdown(table: dict[str, Any], meta: dict[str, Any]) -> str:
         mean = {k: 100 * sum(r[k]["accuracy"] for r in rows) / len(rows)
                 for k in ("lambda0", "oracle", "algorithm1")}
         lines.append(f"| {noise} | {mean['lambda0']:.1f} | {mean['oracle']:.1f} | "
-                     f"{mean['algorithm1']:.1f} | {fit['slope']:.3g} r + {fit['intercept']:.3g} |")
+                     f"{mean['algorithm1']:.1f} | {fit['slope']:.3g} r "
+                     f"{'+' if fit['intercept'] >= 0 else '−'} {abs(fit['intercept']):.3g} |")
     return "\n".join(lines) + "\n"
 
 
