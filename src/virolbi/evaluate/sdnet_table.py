@@ -16,13 +16,14 @@ independent of the fit's (one per noise and severity), so the fit never sees the
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from virolbi.errors import InputError
+from virolbi.evaluate.harness import _spec_seed
 from virolbi.evaluate.sdnet import LAMBDAS, _corrupt, fit_lambda, lambda_sweep, robust_inference
 from virolbi.evaluate.suites import NOISES
 from virolbi.models.csc import csc_layers
@@ -34,8 +35,8 @@ SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def _test_seed(seed: int, noise: str, severity: int) -> int:
-    digest = hashlib.sha256(f"sdnet-test/{seed}/{noise}/{severity}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    """The harness's per-spec seed, keyed apart from the fit's (``seed + severity``) draws."""
+    return _spec_seed("sdnet-test", seed, noise, severity)
 
 
 def _cell(correct: int, n: int) -> dict[str, Any]:
@@ -69,8 +70,6 @@ def sdnet_noise_table(model: nn.Module, fit_images: Tensor, fit_labels: Tensor, 
     """
     layers = csc_layers(model)
     if not layers:
-        from virolbi.errors import InputError
-
         raise InputError("the model has no CSC layer: train SDNet (model.kwargs.csc) first")
     model.eval()
     lam0 = float(layers[0].lam)
