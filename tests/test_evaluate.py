@@ -152,6 +152,45 @@ def test_constant_model_scores_its_class_share_everywhere(cifar_small):
     assert len(near_zero) == 1 and not near_zero[0].passed
 
 
+class Brightness(nn.Module):
+    """Class 1 when the mean pixel exceeds 1/2: images 2/255 from that threshold are fooled by any
+    L∞ 8/255 search that shifts the mean."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = 255.0 * (x.flatten(1).mean(dim=1) - 0.5)
+        return torch.stack([-m, m], dim=1)
+
+
+def test_square_suite_queries_the_whole_pipeline_without_sanity_runs(cifar_one_per_class):
+    pytest.importorskip("art")
+    y = torch.tensor([0, 1] * 4)
+    x = 0.5 + (2 * y.float() - 1).view(-1, 1, 1, 1) * 2 / 255 * torch.ones(8, 3, 32, 32)
+    res = evaluate(Brightness(), (x, y), suite="square", preprocess=nn.Identity(),
+                   preprocess_name="id", progress=False)
+    assert {(r.perturbation, r.threat_model, r.preprocessing) for r in res.rows} == {
+        ("clean", "none", "none"), ("clean", "none", "id"), ("square", "gradient_free", "none"),
+        ("square", "gradient_free", "id")}
+    fooled = res.accuracy("square", "8/255", "gradient_free")
+    assert res.accuracy("clean", "-") == 1.0 and fooled < 1.0
+    # identity preprocessing, the same seeded search: the pipeline row is the classifier's row
+    assert res.accuracy("square", "8/255", "gradient_free", "id") == fooled
+    assert res.sanity == [] and not res.select(group="sanity")     # no PGD runs added
+    assert "gradient-free" in to_markdown(res)
+    # a model whose output ignores the input cannot be moved: Square leaves its accuracy
+    x10, y10, _ = cifar_one_per_class
+    const = evaluate(Constant(), (x10, y10), suite="square", progress=False)
+    assert const.accuracy("square", "8/255", "gradient_free") == const.accuracy("clean", "-") == 0.1
+    with pytest.raises(InputError, match="pixel eps convention"):
+        evaluate(_normalized(Brightness()), (x, y), suite="square", eps_convention="normalized",
+                 progress=False)
+
+
+def _normalized(model: nn.Module) -> nn.Module:
+    from virolbi.models.normalize import Normalize
+
+    return nn.Sequential(Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), model)
+
+
 def test_preprocessing_rows_and_threat_models(cifar_one_per_class, template_classifier):
     x, y, _ = cifar_one_per_class
     model = template_classifier(x)

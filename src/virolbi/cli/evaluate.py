@@ -113,7 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default="paper",
                         help="paper, quick, noise, adversarial, lowres or frequency; tisode (Gaussian "
                              "sigma 15/255 and 20/255, FGSM 8/255 and 10/255, PGD 8/255: Yan's "
-                             "thesis Table 3.8); psnr for a "
+                             "thesis Table 3.8); square (the gradient-free Square attack, L-inf 8/255, "
+                             "1000 queries, with and without --preprocess-*: the check that PGD "
+                             "is not masked); psnr for a "
                              "denoiser run folder (--data set12 or bsd68: Gaussian, uniform and "
                              "ObsAtk noise at 15/255 and 25/255); sdnet for a model with a CSC "
                              "stem (SDNet's Algorithm 1: accuracy with the training lambda, the "

@@ -39,7 +39,7 @@ DENOISE_DEFAULTS: dict[str, Any] = {
     "noise": {"gamma": 25 / 255},
     "hat": {"alpha": 0.0, "eps": 5 / 255, "steps": 1},   # alpha 0: normal training
     "optim": {"lr": 1e-3, "epochs": 30, "batch_size": 128},
-    "compute": {"threads": None},
+    "compute": {"threads": None, "precision": "float32", "channels_last": False},
     "logging": {"progress": True},
 }
 
@@ -53,6 +53,11 @@ def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["hat"]["eps"] = check_ratio(cfg["hat"]["eps"], "hat.eps")
     check_positive(cfg["hat"]["alpha"], "hat.alpha", strict=False)
     check_positive(cfg["optim"]["lr"], "optim.lr")
+    c = cfg["compute"]
+    if c["precision"] not in ("float32", "bfloat16"):
+        raise InputError(f"compute.precision must be float32 or bfloat16, got {c['precision']!r}")
+    if not isinstance(c["channels_last"], bool):
+        raise InputError(f"compute.channels_last must be true or false, got {c['channels_last']!r}")
     for sec, key in (("model", "depth"), ("model", "width"), ("data", "patch_size"),
                      ("data", "patches_per_epoch"), ("optim", "epochs"), ("optim", "batch_size"),
                      ("hat", "steps")):
@@ -100,11 +105,14 @@ def _noisy(x: torch.Tensor, gamma: float, g: torch.Generator) -> torch.Tensor:
 
 
 def _epoch(model, opt, images, cfg, epoch, rng_seed) -> float:
+    """One epoch of fresh random patches; the forward passes (and ObsAtk's) under bfloat16 autocast
+    when ``compute.precision`` says so — the loss, the optimiser and the evaluation stay float32."""
     from tqdm.auto import tqdm
 
     from virolbi.denoise.data import random_patches
+    from virolbi.train.loop import _autocast
 
-    d, o, h = cfg["data"], cfg["optim"], cfg["hat"]
+    d, o, h, c = cfg["data"], cfg["optim"], cfg["hat"], cfg["compute"]
     rng = np.random.default_rng([rng_seed, epoch])
     g = torch.Generator().manual_seed(int(rng.integers(2**62)))
     x_all = random_patches(images, d["patches_per_epoch"], d["patch_size"], rng)
@@ -114,7 +122,11 @@ def _epoch(model, opt, images, cfg, epoch, rng_seed) -> float:
     for s in tqdm(starts, desc=f"epoch {epoch + 1}", disable=None if cfg["logging"]["progress"] else True,
                   leave=False):
         x = x_all[s:s + o["batch_size"]]
-        loss = hat_loss(model, x, _noisy(x, cfg["noise"]["gamma"], g), h["alpha"], h["eps"], h["steps"])
+        y = _noisy(x, cfg["noise"]["gamma"], g)
+        if c["channels_last"]:
+            x, y = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
+        with _autocast(x.device, c["precision"]):
+            loss = hat_loss(model, x, y, h["alpha"], h["eps"], h["steps"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -134,6 +146,8 @@ def train_denoiser(config: Mapping[str, Any]) -> tuple[torch.nn.Module, list[dic
         torch.set_num_threads(int(cfg["compute"]["threads"]))
     torch.manual_seed(cfg["seed"])
     model = DnCNN(cfg["model"]["depth"], cfg["model"]["width"])
+    if cfg["compute"]["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     epochs = cfg["optim"]["epochs"]
     opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"])
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.6 * epochs), int(0.9 * epochs)], 0.1)

@@ -216,6 +216,9 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     specs = get_suite(suite, size) if isinstance(suite, str) else tuple(suite)
     if not specs or not all(isinstance(s, PerturbationSpec) for s in specs):
         raise InputError("suite must be a suite name or a non-empty sequence of PerturbationSpec")
+    if eps_convention != "pixel" and any(s.perturbation == "square" for s in specs):
+        raise InputError("the Square attack takes one L-inf radius: use the pixel eps convention, "
+                         f"not {eps_convention!r}")
     extra, plan = sanity_specs(specs, pgd_steps) if sanity else ([], {})
     work = [(s, pgd_steps) for s in specs] + extra
 
@@ -323,6 +326,9 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
                      tally: Callable, radius_of: Callable[[float], Any], eot_samples: int = 1) -> None:
     """One batch of an adversarial spec in each of its threat models (gradients averaged over
     ``eot_samples`` forward passes)."""
+    if spec.perturbation == "square":
+        _evaluate_square(model, preprocess, pname, spec, gen, x, y, tally, radius_of)
+        return
     name = "pgd" if spec.perturbation.startswith("pgd") else spec.perturbation
     attack = _attack(name, radius_of(float(spec.value)), steps, step_size, gen)
     params = {k: v for k, v in attack.config().items() if k != "generator"}
@@ -347,3 +353,21 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
             logits = model(preprocess(x_adv)) if threat.uses_preprocess else model(x_adv)
         tally(spec, threat.value, pname if threat.uses_preprocess else NO_PREPROCESSING, logits, y,
               params)
+
+
+def _evaluate_square(model: nn.Module, preprocess: Any, pname: str | None, spec: PerturbationSpec,
+                     gen: torch.Generator, x: Tensor, y: Tensor, tally: Callable,
+                     radius_of: Callable[[float], Any]) -> None:
+    """One batch of the Square attack (ART, :data:`~virolbi.evaluate.suites.SQUARE_QUERIES`
+    queries) on the classifier alone and, with a preprocessor, on the whole pipeline f(P(x))."""
+    from virolbi.attacks.square import square_attack
+    from virolbi.evaluate.suites import GRADIENT_FREE, SQUARE_QUERIES
+
+    eps = radius_of(float(spec.value))   # a number: evaluate() allows Square with "pixel" only
+    params = {"attack": "square (ART)", "queries": SQUARE_QUERIES, "norm": "Linf", "p_init": 0.8}
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # the same search for both rows
+    for pre in (None, preprocess) if preprocess is not None else (None,):
+        x_adv = square_attack(model, x, y, float(eps), SQUARE_QUERIES, seed=seed, preprocess=pre)
+        with torch.no_grad():
+            logits = model(pre(x_adv)) if pre is not None else model(x_adv)
+        tally(spec, GRADIENT_FREE, pname if pre is not None else NO_PREPROCESSING, logits, y, params)

@@ -13,14 +13,15 @@ import os
 from pathlib import Path
 
 from virolbi.evaluate.harness import NO_PREPROCESSING, Results, Row
-from virolbi.evaluate.suites import ADVERSARIAL_THREAT_MODELS, NOISES, THREAT_MODEL_LABELS
+from virolbi.evaluate.suites import (ADVERSARIAL_THREAT_MODELS, GRADIENT_FREE, NOISES,
+                                     THREAT_MODEL_LABELS)
 from virolbi.io import atomic_path, load_json, save_json, save_text
 
 __all__ = ["load_results", "plot_results", "save_results", "to_markdown", "write_report"]
 
 _NOISE_NAMES = {"gaussian_noise": "Gaussian", "shot_noise": "Shot", "impulse_noise": "Impulse",
                 "speckle_noise": "Speckle", "gaussian": "Gaussian σ"}
-_THREAT_ORDER = ADVERSARIAL_THREAT_MODELS
+_THREAT_ORDER = ADVERSARIAL_THREAT_MODELS + (GRADIENT_FREE,)
 
 
 def save_results(results: Results, path: str | os.PathLike) -> Path:

@@ -27,7 +27,8 @@ def sanity_specs(specs: Sequence[PerturbationSpec], pgd_steps: int
                   ) -> tuple[list[tuple[PerturbationSpec, int]], dict]:
     """Extra attack runs the sanity checks need (classifier alone, no preprocessing): PGD at
     ε = :data:`LARGE_EPS`, and PGD at 8/255 with fewer and more steps (``pgd-<steps>``)."""
-    attacks = {(s.perturbation, s.level) for s in specs if s.group == "adversarial"}
+    attacks = {(s.perturbation, s.level) for s in specs
+               if s.group == "adversarial" and s.perturbation in ("fgsm", "pgd")}
     if not attacks:
         return [], {}
     large = PerturbationSpec("pgd", level_label(LARGE_EPS), LARGE_EPS, "sanity", (_CLASSIFIER,))

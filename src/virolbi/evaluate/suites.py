@@ -66,11 +66,21 @@ NO_THREAT = "none"
 #: without preprocessing, the others with it.
 ADVERSARIAL_THREAT_MODELS: tuple[str, ...] = tuple(t.value for t in ThreatModel)
 
+#: Threat-model key of a gradient-free attack (Square) on the whole pipeline: no gradients, so no
+#: BPDA choice to make; with preprocessing it queries f(P(x)).
+GRADIENT_FREE = "gradient_free"
+
 #: How each threat model is labelled in reports (:attr:`ThreatModel.label`).
-THREAT_MODEL_LABELS: dict[str, str] = {NO_THREAT: "-", **{t.value: t.label for t in ThreatModel}}
+THREAT_MODEL_LABELS: dict[str, str] = {NO_THREAT: "-", **{t.value: t.label for t in ThreatModel},
+                                       GRADIENT_FREE: "gradient-free (queries only)"}
 
 #: The named suites.
-SUITES: tuple[str, ...] = ("paper", "quick", "noise", "adversarial", "lowres", "frequency", "tisode")
+SUITES: tuple[str, ...] = ("paper", "quick", "noise", "adversarial", "lowres", "frequency", "tisode",
+                           "square")
+
+#: The Square attack of the ``square`` suite: L∞ 8/255 on pixels, ART's defaults otherwise
+#: (p_init 0.8), 1 000 queries per image (Andriushchenko et al. 2020; the budget of Table 8).
+SQUARE_QUERIES = 1000
 
 #: Additive Gaussian noise of a given standard deviation (on [0, 1] pixels, clipped): the noise of
 #: Yan's thesis, Table 3.8 (sigma = 15/255 and 20/255), unlike the CIFAR-10-C severities.
@@ -87,7 +97,7 @@ class PerturbationSpec:
     ----------
     perturbation : str
         ``"clean"``, a noise name (``"gaussian_noise"``, ...), ``"fgsm"``, ``"pgd"``,
-        ``"low_resolution"`` or ``"frequency"``.
+        ``"square"``, ``"low_resolution"`` or ``"frequency"``.
     level : str
         The level's label, as in the paper: a severity ``"3"``, an :math:`\\varepsilon` ``"8/255"``,
         a scale ``"1/4"``, a component ``"low"``/``"high"``; ``"-"`` for clean.
@@ -183,9 +193,10 @@ def get_suite(name: str, image_size: int | Sequence[int] = 32) -> tuple[Perturba
     Parameters
     ----------
     name : str
-        One of ``paper``, ``quick``, ``noise``, ``adversarial``, ``lowres``, ``frequency``, or
+        One of ``paper``, ``quick``, ``noise``, ``adversarial``, ``lowres``, ``frequency``,
         ``tisode`` (Yan's thesis Table 3.8: Gaussian σ = 15/255 and 20/255, FGSM 8/255 and
-        10/255, PGD 8/255).
+        10/255, PGD 8/255), or ``square`` (the gradient-free Square attack, L∞ 8/255,
+        :data:`SQUARE_QUERIES` queries: the check that a PGD figure is not gradient masking).
     image_size : int or (int, int), default 32
         Image side (or ``(H, W)``). From a side of 128 on, the ImageNet100 settings apply: noise
         severities 1 and 2, low-resolution scales 1/7 and 1/4, frequency radius
@@ -227,6 +238,8 @@ def get_suite(name: str, image_size: int | Sequence[int] = 32) -> tuple[Perturba
     elif name == "tisode":  # thesis Table 3.8: Gaussian 15/255, 20/255; FGSM 8/255, 10/255; PGD
         specs = (_clean() + _gaussian_sigma((15, 20)) + _adversarial(("fgsm",), (8, 10))
                  + _adversarial(("pgd",), (8,)))
+    elif name == "square":
+        specs = _clean() + [PerturbationSpec("square", "8/255", 8 / 255, "adversarial", (GRADIENT_FREE,))]
     else:
         specs = _clean() + _frequency(radius)
     return tuple(specs)
