@@ -105,6 +105,22 @@ def test_suite_errors():
         PerturbationSpec("fgsm", "8/255", 8 / 255, "adversarial", ("paper",))
 
 
+def test_the_sanity_runs_are_planned_apart_from_the_suite():
+    """The checks' extra PGD runs are their own type, not perturbations a suite could list: a
+    "sanity" spec is refused, and the plan holds the large-ε run and the step counts."""
+    from virolbi.evaluate.sanity_plan import LARGE_EPS, SanityRun, plan_sanity
+
+    with pytest.raises(InputError, match="group must be one of"):
+        PerturbationSpec("pgd", "8/255", 8 / 255, "sanity")
+    plan = plan_sanity(get_suite("adversarial"), pgd_steps=20)     # has PGD-20 at 8/255 already
+    assert plan.runs == (SanityRun("pgd", LARGE_EPS, 20), SanityRun("pgd-10", 8 / 255, 10))
+    assert plan.steps == (10, 20) and plan.runs[0].level == "128/255"
+    plan = plan_sanity(get_suite("quick"), pgd_steps=1)             # FGSM only: PGD-1 and PGD-2
+    assert [(r.perturbation, r.steps) for r in plan.runs] == [("pgd", 1), ("pgd-1", 1), ("pgd-2", 2)]
+    assert plan_sanity(get_suite("noise"), 20) is None
+    assert plan_sanity(get_suite("square"), 20) is None             # Square needs no PGD runs
+
+
 # ----------------------------------------------------------------------------------------- harness
 
 def test_perfect_model_is_perfect_on_clean_and_matches_references(cifar_one_per_class,

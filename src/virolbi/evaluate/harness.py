@@ -34,7 +34,7 @@ from virolbi.data.subset import balanced_subset
 from virolbi.errors import InputError
 from virolbi.evaluate.data import EvalData
 from virolbi.evaluate.results import NO_PREPROCESSING, Results, Row, _Key
-from virolbi.evaluate.sanity_plan import LARGE_EPS, sanity_checks, sanity_specs
+from virolbi.evaluate.sanity_plan import LARGE_EPS, SanityRun, plan_sanity, sanity_checks
 from virolbi.provenance import run_metadata
 from virolbi.evaluate.suites import (
     GAUSSIAN_SIGMA,
@@ -219,8 +219,8 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     if eps_convention != "pixel" and any(s.perturbation == "square" for s in specs):
         raise InputError("the Square attack takes one L-inf radius: use the pixel eps convention, "
                          f"not {eps_convention!r}")
-    extra, plan = sanity_specs(specs, pgd_steps) if sanity else ([], {})
-    work = [(s, pgd_steps) for s in specs] + extra
+    plan = plan_sanity(specs, pgd_steps) if sanity else None
+    work: list[PerturbationSpec | SanityRun] = list(specs) + list(plan.runs if plan else ())
 
     pname = (preprocess_name or _preprocess_name(preprocess)) if preprocess is not None else None
     skipped: list[str] = []
@@ -232,13 +232,13 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         if any(ThreatModel.ADAPTIVE_EXACT.value in s.threat_models for s in specs):
             skipped.append(f"{ThreatModel.ADAPTIVE_EXACT.value}: the preprocessor is not "
                            "differentiable (attacked through BPDA instead)")
-    generators = {(s.perturbation, s.level): torch.Generator().manual_seed(
-        _spec_seed(seed, s.perturbation, s.level)) for s, _ in work}
+    generators = {(w.perturbation, w.level): torch.Generator().manual_seed(
+        _spec_seed(seed, w.perturbation, w.level)) for w in work}
 
     counts: dict[_Key, list] = {}
     radius_of = _radius_function(model, eps_convention)
 
-    def tally(spec: PerturbationSpec, threat: str, pre: str, logits: Tensor, y: Tensor,
+    def tally(spec: PerturbationSpec | SanityRun, threat: str, pre: str, logits: Tensor, y: Tensor,
               params: dict) -> None:
         key = (spec.perturbation, spec.level, threat, pre)
         entry = counts.setdefault(key, [0, 0, spec, params])
@@ -257,12 +257,15 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         for idx in batches:
             x, y = data.batch(idx)
             x, y = x.to(dev, torch.float32), y.to(dev)
-            for spec, steps in work:
+            for spec in work:
                 bar.set_postfix_str(f"{spec.perturbation} {spec.level}", refresh=False)
                 gen = generators[(spec.perturbation, spec.level)]
-                if spec.group in ("adversarial", "sanity"):
-                    _evaluate_attack(model, preprocess, pname, spec, steps, pgd_step_size, gen, x, y,
-                                     tally, radius_of, eot_samples)
+                if isinstance(spec, SanityRun):
+                    _evaluate_sanity_run(model, spec, pgd_step_size, gen, x, y, tally, radius_of,
+                                         eot_samples)
+                elif spec.group == "adversarial":
+                    _evaluate_attack(model, preprocess, pname, spec, pgd_steps, pgd_step_size, gen, x,
+                                     y, tally, radius_of, eot_samples)
                 else:
                     with torch.no_grad():
                         xp = _apply(spec, x, gen)
@@ -329,8 +332,7 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
     if spec.perturbation == "square":
         _evaluate_square(model, preprocess, pname, spec, gen, x, y, tally, radius_of)
         return
-    name = "pgd" if spec.perturbation.startswith("pgd") else spec.perturbation
-    attack = _attack(name, radius_of(float(spec.value)), steps, step_size, gen)
+    attack = _attack(spec.perturbation, radius_of(float(spec.value)), steps, step_size, gen)
     params = {k: v for k, v in attack.config().items() if k != "generator"}
     threats = [ThreatModel.parse(t) for t in spec.threat_models]
     x_attacked: Tensor | None = None  # classifier alone: shared by CLASSIFIER and PREPROCESS_AFTER
@@ -353,6 +355,17 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
             logits = model(preprocess(x_adv)) if threat.uses_preprocess else model(x_adv)
         tally(spec, threat.value, pname if threat.uses_preprocess else NO_PREPROCESSING, logits, y,
               params)
+
+
+def _evaluate_sanity_run(model: nn.Module, run: SanityRun, step_size: float | None,
+                         gen: torch.Generator, x: Tensor, y: Tensor, tally: Callable,
+                         radius_of: Callable[[float], Any], eot_samples: int = 1) -> None:
+    """One batch of a sanity check's extra PGD run, on the classifier alone."""
+    attack = _attack("pgd", radius_of(run.value), run.steps, step_size, gen)
+    params = {k: v for k, v in attack.config().items() if k != "generator"}
+    x_adv = attack_with_threat_model(model, None, x, y, attack, ThreatModel.CLASSIFIER, eot_samples)
+    with torch.no_grad():
+        tally(run, ThreatModel.CLASSIFIER.value, NO_PREPROCESSING, model(x_adv), y, params)
 
 
 def _evaluate_square(model: nn.Module, preprocess: Any, pname: str | None, spec: PerturbationSpec,

@@ -3,6 +3,7 @@ PGD at a very large ε, and PGD at 8/255 with fewer and more steps, all on the c
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from virolbi.attacks import (
@@ -15,35 +16,64 @@ from virolbi.attacks import (
 from virolbi.evaluate.results import NO_PREPROCESSING, Row, _Key
 from virolbi.evaluate.suites import NO_THREAT, PerturbationSpec, level_label
 
-__all__ = ["LARGE_EPS", "sanity_specs", "sanity_checks"]
+__all__ = ["LARGE_EPS", "SanityRun", "SanityPlan", "plan_sanity", "sanity_checks"]
 
 #: The "very large" ε of the sanity check (on [0, 1] pixels): PGD there should leave ~0 accuracy.
 LARGE_EPS = 128 / 255
 
 _CLASSIFIER = ThreatModel.CLASSIFIER.value
 
+#: The group of the rows the sanity runs write (not a perturbation group a suite may ask for).
+SANITY_GROUP = "sanity"
 
-def sanity_specs(specs: Sequence[PerturbationSpec], pgd_steps: int
-                  ) -> tuple[list[tuple[PerturbationSpec, int]], dict]:
-    """Extra attack runs the sanity checks need (classifier alone, no preprocessing): PGD at
-    ε = :data:`LARGE_EPS`, and PGD at 8/255 with fewer and more steps (``pgd-<steps>``)."""
+
+@dataclasses.dataclass(frozen=True)
+class SanityRun:
+    """One extra PGD run of the sanity checks, on the classifier alone without preprocessing.
+
+    Its row is keyed ``(perturbation, level, "classifier", "none")`` in group ``"sanity"``:
+    ``perturbation`` is ``"pgd"`` for the large-ε run and ``"pgd-<steps>"`` for a step count.
+    """
+
+    perturbation: str
+    value: float
+    steps: int
+    group: str = SANITY_GROUP
+
+    @property
+    def level(self) -> str:
+        return level_label(self.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SanityPlan:
+    """The runs the checks need and the two step counts compared at 8/255 (fewer, more)."""
+
+    runs: tuple[SanityRun, ...]
+    steps: tuple[int, int]
+
+
+def plan_sanity(specs: Sequence[PerturbationSpec], pgd_steps: int) -> SanityPlan | None:
+    """The extra runs for a suite with FGSM/PGD specs (None without): PGD at ε =
+    :data:`LARGE_EPS`, and PGD at 8/255 with fewer and more steps than ``pgd_steps`` (a run is
+    skipped when the suite's own PGD-``pgd_steps`` row at 8/255 already is that count)."""
     attacks = {(s.perturbation, s.level) for s in specs
                if s.group == "adversarial" and s.perturbation in ("fgsm", "pgd")}
     if not attacks:
-        return [], {}
-    large = PerturbationSpec("pgd", level_label(LARGE_EPS), LARGE_EPS, "sanity", (_CLASSIFIER,))
-    extra = [(large, pgd_steps)]
+        return None
+    runs = [SanityRun("pgd", LARGE_EPS, pgd_steps)]
     fewer = max(1, pgd_steps // 2)
     more = pgd_steps if pgd_steps > fewer else 2
     for k in (fewer, more):
         if not (k == pgd_steps and ("pgd", "8/255") in attacks):
-            extra.append((PerturbationSpec(f"pgd-{k}", "8/255", 8 / 255, "sanity", (_CLASSIFIER,)), k))
-    return extra, {"large_eps": large.level, "steps": (fewer, more)}
+            runs.append(SanityRun(f"pgd-{k}", 8 / 255, k))
+    return SanityPlan(tuple(runs), (fewer, more))
 
 
-def sanity_checks(rows: dict[_Key, Row], plan: dict, pgd_steps: int, n: int) -> list[SanityCheck]:
+def sanity_checks(rows: dict[_Key, Row], plan: SanityPlan | None, pgd_steps: int, n: int
+                  ) -> list[SanityCheck]:
     """The three checks of :mod:`virolbi.attacks.sanity` on the rows without preprocessing."""
-    if not plan:
+    if plan is None:
         return []
 
     def acc(p: str, level: str) -> float | None:
@@ -68,7 +98,7 @@ def sanity_checks(rows: dict[_Key, Row], plan: dict, pgd_steps: int, n: int) -> 
     if pts:
         c = check_large_eps_near_zero(pts)
         checks.append(SanityCheck(f"PGD: {c.name}", c.passed, c.detail))
-    fewer, more = plan["steps"]
+    fewer, more = plan.steps
     by_steps = [(k, acc("pgd", "8/255") if k == pgd_steps and acc(f"pgd-{k}", "8/255") is None
                  else acc(f"pgd-{k}", "8/255")) for k in (fewer, more)]
     if all(a is not None for _, a in by_steps):

@@ -86,7 +86,7 @@ SQUARE_QUERIES = 1000
 #: Yan's thesis, Table 3.8 (sigma = 15/255 and 20/255), unlike the CIFAR-10-C severities.
 GAUSSIAN_SIGMA = "gaussian"
 
-_GROUPS = ("clean", "noise", "adversarial", "lowres", "frequency", "sanity")
+_GROUPS = ("clean", "noise", "adversarial", "lowres", "frequency")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +106,8 @@ class PerturbationSpec:
         or the frequency radius in bins.
     group : str
         ``"clean"``, ``"noise"``, ``"adversarial"``, ``"lowres"`` or ``"frequency"`` (the paper
-        table the row belongs to), or ``"sanity"`` for the harness's extra attack runs.
+        table the row belongs to). The sanity checks' extra attack runs are not specs: they are
+        :class:`~virolbi.evaluate.sanity_plan.SanityRun` and write rows of group ``"sanity"``.
     threat_models : tuple of str
         For adversarial specs, the threat models to run (see the module docstring);
         ``("none",)`` otherwise.
