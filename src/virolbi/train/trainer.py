@@ -43,16 +43,12 @@ from virolbi.train.optim import Lookahead, build_optimizer
 from virolbi.train.schedule import lr_factor
 from virolbi.train.ddp import (DistInfo, barrier, cleanup, init_distributed, unwrap_model,
                                wrap_model)
-from virolbi.train.loop import (METRIC_FIELDS, TrainingRun, _tensorboard, _train_step,  # noqa: F401
-                                set_rng_state)
+from virolbi.train.loop import METRIC_FIELDS, TrainingRun, _tensorboard, _train_step  # noqa: F401
 from virolbi.train.procedures import Procedure, build_procedure
+from virolbi.train.resume import load_checkpoint, resume_run
 
 __all__ = ["train", "TrainResult", "TrainConfig", "balanced_subset", "load_checkpoint",
            "METRIC_FIELDS"]
-
-# Keys that may differ between an interrupted run and its resumption.
-_RESUME_FREE = ("name", "resume", "logging", "device", "output_dir", "eval")
-
 
 class TrainConfig(dict):
     """A resolved training configuration (a dict with every key of
@@ -148,48 +144,6 @@ def _build_model(cfg: dict, model: Any, num_classes: int) -> torch.nn.Module:
     m = cfg["model"]
     return create_model(m["name"], num_classes, width=m["width"], pretrained=m["pretrained"],
                         image_size=m["image_size"], drop_head=m["drop_head"], **(m["kwargs"] or {}))
-
-
-def load_checkpoint(path: Any) -> dict[str, Any]:
-    """Read a training checkpoint (``torch.load(weights_only=True)``: nothing is unpickled)."""
-    from virolbi.io import load_torch_file
-
-    return load_torch_file(path, "checkpoint")
-
-
-#: What a training checkpoint written by :func:`train` holds.
-_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
-
-
-def _check_resumable(ckpt: Any, path: Path, lookahead: bool) -> None:
-    """One line when ``ckpt`` is not a training checkpoint of this trainer (e.g. bare weights)."""
-    if not isinstance(ckpt, Mapping):
-        raise InputError(f"cannot resume from {path}: not a training checkpoint (a "
-                         f"{type(ckpt).__name__}, expected the dict virolbi train writes)")
-    missing = [k for k in _CHECKPOINT_KEYS + (("lookahead",) if lookahead else ()) if k not in ckpt]
-    if missing:
-        raise InputError(f"cannot resume from {path}: not a training checkpoint of virolbi train "
-                         f"(no {', '.join(missing)}); to start from weights use model.pretrained")
-
-
-def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
-    if isinstance(out.get("compute"), Mapping):
-        out["compute"] = {k: v for k, v in out["compute"].items() if k != "threads"}
-    return out
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
-    """The dotted key of the first difference between two nested configs (None if equal)."""
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for key in list(a) + [k for k in b if k not in a]:
-            if key not in a or key not in b:
-                return prefix + str(key)
-            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
-            if found is not None:
-                return found
-        return None
-    return None if a == b else prefix.rstrip(".") or "config"
 
 
 def _fit_to_training_images(cfg: dict, net: torch.nn.Module, procedure: Procedure,
@@ -337,39 +291,6 @@ def _build_training(cfg: dict, info: DistInfo, device: torch.device, model: Any,
     return net, opt, sched, lookahead, steps
 
 
-def _resume(cfg: dict, ckpt_path: Path | None, run: TrainingRun, notes: list[str]) -> int | None:
-    """Load ``last.pt`` into the run when asked and present; the epoch it resumes from."""
-    if not cfg["resume"] or ckpt_path is None or not ckpt_path.exists():
-        if cfg["resume"] and run.info.is_main:
-            notes.append(f"resume requested but no checkpoint at {ckpt_path}: starting from scratch")
-        return None
-    ckpt = load_checkpoint(ckpt_path)
-    _check_resumable(ckpt, ckpt_path, run.lookahead is not None)
-    from virolbi.train.config import DEFAULTS, merge  # sections added since the run are defaults
-
-    written = merge(DEFAULTS, ckpt.get("config", {}))
-    differs = _first_difference(_comparable(written), _comparable(cfg))
-    if differs is not None:
-        raise InputError(f"cannot resume from {ckpt_path}: it was written with a different "
-                         f"configuration ({differs} differs; only name, resume, logging, "
-                         "device, output_dir, eval and compute.threads may change)")
-    try:
-        unwrap_model(run.net).load_state_dict(ckpt["model"])
-        run.opt.load_state_dict(ckpt["optimizer"])
-        run.sched.load_state_dict(ckpt["scheduler"])
-        if run.lookahead is not None:
-            run.lookahead.load_state_dict(ckpt["lookahead"])
-        if run.monitor is not None and "monitor" in ckpt:
-            run.monitor.load_state_dict(ckpt["monitor"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot resume from {ckpt_path}: its state does not fit this "
-                         f"model and optimizer ({first})") from None
-    run.rows[:] = list(ckpt.get("metrics", []))
-    set_rng_state(ckpt["rng"])
-    return int(ckpt["epoch"])
-
-
 def _hold_out_monitor(cfg: dict, train_data: Any, device: torch.device) -> tuple[Any, Any]:
     """(the training set, the robustness monitor): adversarial training with a monitor holds
     ``adversarial.monitor.images`` class-balanced training images out of training to watch for
@@ -428,7 +349,7 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
                       lookahead, steps, out, {}, val_pre, prepare_time,
                       AdversarialTraining.from_config(cfg["adversarial"]), monitor)
     notes: list[str] = []
-    resumed_from = _resume(cfg, out / "last.pt" if out else None, run, notes)
+    resumed_from = resume_run(cfg, out / "last.pt" if out else None, run, notes)
     meta = run_metadata(device)
     run.run_info.update({**meta["versions"], "git_commit": meta["git_commit"],
                          "device": str(device), "world_size": info.world_size,
