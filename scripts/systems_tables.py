@@ -127,23 +127,38 @@ def cifs() -> list[str]:
            "| model | clean | FGSM 8/255 | PGD-20 8/255 | FGSM 16/255 | PGD-20 16/255 |", "|---|---|---|---|---|---|"]
     for name, rows in (("fast AT (N-FGSM)", at), ("fast AT + CIFS", cf)):
         out.append(f"| {name} | " + " | ".join(_cell(rows, (p, lv, t, "none")) for p, lv, t in keys) + " |")
-    square = (_load(SYS / "cifs" / "square.json") or {}).get("fast_cifar10_cifs_s0")
-    if square:
-        out += ["", f"Gradient-free check (Square, L∞ 8/255, {square['queries']} queries, the "
-                f"{square['n']} Square images of Table 8): CIFS {_ci(square['correct'], square['n'])} "
-                "— not below its PGD-20 accuracy by more than the interval would mean masked "
-                "gradients; fast AT's Square cell (through the smoother, Table 8) is 38.8 %."]
+    pgd100 = {n: _rows(_load(SYS / "cifs" / "pgd100" / m / "results.json")) for n, m in MODELS.items()}
+    if all(pgd100.values()):
+        out += ["", "PGD-100 (8/255, random start, the classifier alone, same 1 000 images): "
+                + "; ".join(f"{n} {_cell(r, ('pgd', '8/255', 'classifier', 'none'))}"
+                            for n, r in pgd100.items()) + "."]
+    square = {n: _rows(_load(SYS / "cifs" / "square" / m / "results.json")) for n, m in MODELS.items()}
+    if all(square.values()):
+        out += ["", "Gradient-free check (`--suite square`: Square, L∞ 8/255, 1 000 queries, the 250 "
+                "balanced validation images of Table 8's Square column): "
+                + "; ".join(f"{n} {_cell(r, ('square', '8/255', 'gradient_free', 'none'))}"
+                            for n, r in square.items())
+                + ". A Square accuracy well below the PGD accuracy would mean masked gradients."]
     return out
 
 
-def denoise() -> list[str]:
-    runs = {"NT": "nt", "HAT": "hat", "ViRoLBI": "virolbi"}
-    # thesis Table 2.5 (DnCNN-B, gray Set12): Gaussian / Atk-5/255 / Atk-7/255
-    paper = {("NT", "25/255"): "30.39 / 24.32 / 22.96", ("NT", "15/255"): "32.78 / 26.91 / 26.25",
-             ("HAT", "25/255"): "30.01 / 26.46 / 25.13", ("HAT", "15/255"): "32.47 / 28.45 / 27.20"}
+MODELS = {"fast AT": "fast_cifar10_fast_at_s0", "fast AT + CIFS": "fast_cifar10_cifs_s0"}
+
+
+#: Thesis figures for DnCNN-B (gray): Table 2.5 (Set12) and Table 2.2 (Set68 = our BSD68), each
+#: "Gaussian / Atk-5/255 / Atk-7/255" for NT and HAT at γ̂ = 15/255 and 25/255.
+THESIS_PSNR = {
+    "set12": {("NT", "25/255"): "30.39 / 24.32 / 22.96", ("NT", "15/255"): "32.78 / 26.91 / 26.25",
+              ("HAT", "25/255"): "30.01 / 26.46 / 25.13", ("HAT", "15/255"): "32.47 / 28.45 / 27.20"},
+    "bsd68": {("NT", "25/255"): "29.16 / 24.26 / 23.12", ("NT", "15/255"): "31.68 / 26.66 / 26.08",
+              ("HAT", "25/255"): "28.88 / 26.40 / 25.32", ("HAT", "15/255"): "31.36 / 28.34 / 27.34"},
+}
+
+
+def _denoise_rows(dataset: str) -> list[str]:
     body = []
-    for name, run in runs.items():
-        rep = _load(SYS / "denoise" / f"{run}_set12" / "psnr.json")
+    for name, run in {"NT": "nt", "HAT": "hat", "ViRoLBI": "virolbi"}.items():
+        rep = _load(SYS / "denoise" / f"{run}_{dataset}" / "psnr.json")
         if rep is None:
             continue
         for gamma in ("15/255", "25/255"):
@@ -153,14 +168,25 @@ def denoise() -> list[str]:
             body.append(f"| {label} | {gamma} | " + " | ".join(
                 f"{by[n]:.2f}" if n in by else "–" for n in
                 ("gaussian", "uniform", "obsatk-5/255", "obsatk-7/255"))
-                + f" | {paper.get((name, gamma), '–')} |")
-    if not body:
-        return ["ObsAtk / HAT: not run yet."]
-    return ["### ObsAtk and HAT: PSNR (dB) of the denoisers on Set12, mean over its 12 images", "",
-            "Thesis: DnCNN-B (17 × 64), Table 2.5 (Set12): Gaussian / Atk-5/255 / Atk-7/255. Ours: "
-            "DnCNN 10 × 32, 5 epochs of 6 400 Train400 patches; ObsAtk 5 steps; ViRoLBI through BPDA.",
-            "", "| denoiser | γ̂ | Gaussian | uniform | ObsAtk-5/255 | ObsAtk-7/255 | thesis (N / Atk-5 / Atk-7) |",
-            "|---|---|---|---|---|---|---|"] + body
+                + f" | {THESIS_PSNR[dataset].get((name, gamma), '–')} |")
+    return body
+
+
+def denoise() -> list[str]:
+    out = []
+    for dataset, title, table in (("set12", "Set12, mean over its 12 images", "Table 2.5"),
+                                  ("bsd68", "BSD68 (the thesis's gray \"Set68\"), mean over its 68 "
+                                   "images", "Table 2.2")):
+        body = _denoise_rows(dataset)
+        if not body:
+            continue
+        out += [f"### ObsAtk and HAT: PSNR (dB) of the denoisers on {title}", "",
+                f"Thesis: DnCNN-B (17 × 64), {table}: Gaussian / Atk-5/255 / Atk-7/255. Ours: DnCNN "
+                "10 × 32, 50 epochs of 6 400 Train400 patches (2 500 Adam steps, bfloat16 autocast); "
+                "ObsAtk 5 steps; ViRoLBI through BPDA.", "",
+                "| denoiser | γ̂ | Gaussian | uniform | ObsAtk-5/255 | ObsAtk-7/255 | thesis (N / Atk-5 / Atk-7) |",
+                "|---|---|---|---|---|---|---|"] + body + [""]
+    return out or ["ObsAtk / HAT: not run yet."]
 
 
 def main() -> int:
