@@ -46,18 +46,14 @@ DENOISE_DEFAULTS: dict[str, Any] = {
 
 def _validate(cfg: dict[str, Any]) -> dict[str, Any]:
     from virolbi.checks import check_positive, check_ratio
-    from virolbi.train.config import _check_keys
+    from virolbi.train.config import _check_keys, check_compute_precision
 
     _check_keys(cfg, DENOISE_DEFAULTS)
     cfg["noise"]["gamma"] = check_ratio(cfg["noise"]["gamma"], "noise.gamma")
     cfg["hat"]["eps"] = check_ratio(cfg["hat"]["eps"], "hat.eps")
     check_positive(cfg["hat"]["alpha"], "hat.alpha", strict=False)
     check_positive(cfg["optim"]["lr"], "optim.lr")
-    c = cfg["compute"]
-    if c["precision"] not in ("float32", "bfloat16"):
-        raise InputError(f"compute.precision must be float32 or bfloat16, got {c['precision']!r}")
-    if not isinstance(c["channels_last"], bool):
-        raise InputError(f"compute.channels_last must be true or false, got {c['channels_last']!r}")
+    check_compute_precision(cfg["compute"])
     for sec, key in (("model", "depth"), ("model", "width"), ("data", "patch_size"),
                      ("data", "patches_per_epoch"), ("optim", "epochs"), ("optim", "batch_size"),
                      ("hat", "steps")):

@@ -321,14 +321,19 @@ def _validate_recipe(cfg: dict) -> None:
         raise InputError(f"augment.flip must be true, false or alternating, got {a['flip']!r}")
     if a["pad_mode"] not in ("zeros", "reflect"):
         raise InputError(f"augment.pad_mode must be zeros or reflect, got {a['pad_mode']!r}")
-    c = cfg["compute"]
+    check_compute_precision(cfg["compute"])
+    _int(cfg, "compute", "micro_batch", 1, optional=True)
+    _int(cfg, "compute", "threads", 1, optional=True)
+    _int(cfg, "model", "data_init_images", 1)
+
+
+def check_compute_precision(c: Mapping[str, Any]) -> None:
+    """``compute.precision`` (float32 | bfloat16) and ``compute.channels_last`` (bool), one line each
+    (shared by the classifier and the denoiser trainers)."""
     if c["precision"] not in ("float32", "bfloat16"):
         raise InputError(f"compute.precision must be float32 or bfloat16, got {c['precision']!r}")
     if not isinstance(c["channels_last"], bool):
         raise InputError(f"compute.channels_last must be true or false, got {c['channels_last']!r}")
-    _int(cfg, "compute", "micro_batch", 1, optional=True)
-    _int(cfg, "compute", "threads", 1, optional=True)
-    _int(cfg, "model", "data_init_images", 1)
 
 
 def resolve_config(config: Mapping[str, Any] | None = None,
