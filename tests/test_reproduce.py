@@ -136,6 +136,46 @@ def test_steps_run_the_first_convention_then_square_then_the_rest(tiny_plan):
         ("table2", "t_vanilla", "normalized"), ("table2", "t_fixed", "normalized")]
 
 
+def test_a_larger_square_budget_attacks_only_the_new_images(tiny_plan, monkeypatch):
+    pytest.importorskip("art")
+    import dataclasses
+
+    import torch
+
+    import virolbi.attacks.square as square_module
+    from virolbi.data.subset import balanced_subset
+    from virolbi.io import load_json
+    from virolbi.reproduce.runner import eval_dataset
+    from virolbi.reproduce.square_cell import square_cell, square_cell_done
+
+    root, plan = tiny_plan
+    work, data = root / "work_square", eval_dataset(plan, 10)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+    attacked: list[int] = []
+    real = square_module.square_attack
+
+    def counting(model, x, *args, **kwargs):
+        attacked.append(len(x))
+        return real(model, x, *args, **kwargs)
+    monkeypatch.setattr(square_module, "square_attack", counting)
+    small = dataclasses.replace(plan, square={**plan.square, "images": 5})
+    full = dataclasses.replace(plan, square={**plan.square, "images": 10})
+    square_cell(small, "t_fixed", model, data, work, chunk=3)
+    assert attacked == [3, 2] and square_cell_done(small, work, "t_fixed")
+    assert not square_cell_done(full, work, "t_fixed")
+    path = square_cell(full, "t_fixed", model, data, work, chunk=3)
+    assert attacked == [3, 2, 3, 2]                 # the 5 finished images are not attacked again
+    chunks = [load_json(p) for p in sorted(path.parent.glob("chunk_*.json"))]
+    images = [i for c in chunks for i in c["indices"]]
+    assert sorted(images) == balanced_subset(np.asarray(data.targets), 10, plan.eval_seed).tolist()
+    row = load_json(path)["rows"][0]
+    assert row["n"] == 10 and row["correct"] == sum(c["correct"] for c in chunks)
+    assert row["params"]["queries"] == plan.square["queries"] and row["preprocessing"] != "none"
+    square_cell(full, "t_fixed", model, data, work, chunk=3)
+    assert len(attacked) == 4                       # done: nothing runs again
+
+
 def test_reproduce_errors(tiny_plan, tmp_path):
     _, plan = tiny_plan
     with pytest.raises(InputError, match="unknown table"):

@@ -25,7 +25,10 @@ from torch import Tensor, nn
 from virolbi.attacks.base import check_count, check_eps, check_images, check_labels, check_model
 from virolbi.errors import InputError
 
-__all__ = ["PerImageCache", "square_attack"]
+__all__ = ["PerImageCache", "SQUARE_P_INIT", "square_attack", "square_params"]
+
+#: Initial fraction of pixels changed per square: the Square paper's CIFAR-10 setting (ART's default).
+SQUARE_P_INIT = 0.8
 
 
 class PerImageCache(nn.Module):
@@ -67,8 +70,13 @@ class PerImageCache(nn.Module):
         return out.to(x.device)
 
 
+def square_params(queries: int) -> dict[str, Any]:
+    """The settings a result row records for an L∞ Square run of ``queries`` queries."""
+    return {"attack": "square (ART)", "queries": int(queries), "norm": "Linf", "p_init": SQUARE_P_INIT}
+
+
 def square_attack(model: Any, x: Tensor, y: Tensor, eps: float, queries: int = 1000, *,
-                  p_init: float = 0.8, seed: int = 0, batch_size: int = 250,
+                  p_init: float = SQUARE_P_INIT, seed: int = 0, batch_size: int = 250,
                   preprocess: nn.Module | None = None, progress: bool = False) -> Tensor:
     """L∞ Square attack on ``model ∘ preprocess`` (ART's implementation); adversarial images.
 

@@ -373,11 +373,11 @@ def _evaluate_square(model: nn.Module, preprocess: Any, pname: str | None, spec:
                      radius_of: Callable[[float], Any]) -> None:
     """One batch of the Square attack (ART, :data:`~virolbi.evaluate.suites.SQUARE_QUERIES`
     queries) on the classifier alone and, with a preprocessor, on the whole pipeline f(P(x))."""
-    from virolbi.attacks.square import square_attack
+    from virolbi.attacks.square import square_attack, square_params
     from virolbi.evaluate.suites import GRADIENT_FREE, SQUARE_QUERIES
 
     eps = radius_of(float(spec.value))   # a number: evaluate() allows Square with "pixel" only
-    params = {"attack": "square (ART)", "queries": SQUARE_QUERIES, "norm": "Linf", "p_init": 0.8}
+    params = square_params(SQUARE_QUERIES)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # the same search for both rows
     for pre in (None, preprocess) if preprocess is not None else (None,):
         x_adv = square_attack(model, x, y, float(eps), SQUARE_QUERIES, seed=seed, preprocess=pre)

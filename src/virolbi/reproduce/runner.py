@@ -131,47 +131,6 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
     return out / "results.json"
 
 
-def square_cell(plan: Plan, name: str, model: nn.Module, data: Any, work: Path,
-                chunk: int = 100) -> Path:
-    """The Square attack on the whole pipeline (smoothing + classifier; Blur: its blur) for the
-    plan's ``square`` settings, in resumable chunks of images; the results.json path."""
-    from virolbi.attacks.square import square_attack
-    from virolbi.evaluate.harness import Results, Row, _preprocess_name
-    from virolbi.evaluate.report import save_results
-    from virolbi.io import load_json, save_json
-    from virolbi.data.subset import balanced_subset
-
-    cfg = plan.square
-    out = cell_dir(work, "square", name, "pixel")
-    if (out / "results.json").is_file():
-        return out / "results.json"
-    pre = _preprocess_for(plan, name, "adversarial", {})
-    pre = pre.inner if isinstance(pre, PerImageCache) else pre
-    idx = balanced_subset(np.asarray(data.targets), cfg["images"], plan.eval_seed)
-    correct = 0
-    for start in range(0, len(idx), chunk):
-        part = out / f"chunk_{start:05d}.json"
-        if not part.is_file():
-            x, y = data.get_batch(idx[start:start + chunk])
-            x = x.float() / 255.0
-            x_adv = square_attack(model, x, y, cfg["eps"], cfg["queries"], seed=start,
-                                  preprocess=pre)
-            with torch.no_grad():
-                pred = model(pre(x_adv) if pre is not None else x_adv).argmax(1)
-            save_json({"correct": int((pred == y).sum()), "n": int(y.numel())}, part)
-        correct += load_json(part)["correct"]
-    from virolbi.evaluate.suites import level_label
-
-    row = Row("square", level_label(cfg["eps"]), "gradient_free",
-              _preprocess_name(pre) if pre is not None else "none", correct / len(idx), correct,
-              len(idx), "adversarial", cfg["eps"],
-              {"attack": "square (ART)", "queries": cfg["queries"], "norm": "Linf",
-               "eps_convention": "pixel", "p_init": 0.8})
-    save_results(Results(rows=[row], sanity=[], meta={"model": name, "images": len(idx)}),
-                 out / "results.json")
-    return out / "results.json"
-
-
 def _steps(plan: Plan, tables: list[str]) -> list[tuple[str, str, str | None]]:
     """(table, model, convention or "square") in the order they run: per table its first ε
     convention for every model, then Square, then the other conventions, so that an interrupted
@@ -195,6 +154,7 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
     evaluated are left out of the table, which names the models behind every figure)."""
     from tqdm.auto import tqdm
 
+    from virolbi.reproduce.square_cell import square_cell, square_cell_done
     from virolbi.reproduce.tables import write_models_table, write_table
 
     unknown = [t for t in tables if t not in plan.tables]
@@ -214,9 +174,9 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
     for table, name, conv in bar:
         suite = plan.tables[table].suite
         bar.set_postfix_str(f"{table} {name} {conv or ''}", refresh=True)
-        done = (cell_dir(work, "square", name, "pixel") if conv == "square"
-                else cell_dir(work, suite, name, conv)) / "results.json"
-        if done.is_file():
+        done = (square_cell_done(plan, work, name) if conv == "square"
+                else (cell_dir(work, suite, name, conv) / "results.json").is_file())
+        if done:
             continue
         if name not in models:
             models[name] = obtain_model(plan, name, work, pretrained, train_fn)
