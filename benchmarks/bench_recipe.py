@@ -52,11 +52,17 @@ def _train(run_dir: Path, epochs: int, precision: str, width: float, seed: int) 
             "load_average_at_end": list(os.getloadavg())}
 
 
+def _key(row: dict) -> tuple:
+    """Rows of one CPU model compare; a run on another machine is another row."""
+    return (row["cpu"], row["precision"], row["width"], row["epochs"], row["seed"])
+
+
 def _table(rows: list[dict]) -> str:
-    lines = ["| epochs | precision | width | seed | val acc (%) | training time | images/s |",
-             "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["precision"], r["width"], r["epochs"], r["seed"])):
-        lines.append(f"| {r['epochs']} | {r['precision']} | {r['width']:g} | {r['seed']} | "
+    lines = ["| CPU | epochs | precision | width | seed | val acc (%) | training time | images/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=_key):
+        units = "+".join(r.get("cpu_bf16_units", ())) or "no bf16 units listed"
+        lines.append(f"| {r['cpu']} ({units}) | {r['epochs']} | {r['precision']} | {r['width']:g} | {r['seed']} | "
                      f"{100 * r['val_acc']:.2f} | {r['train_seconds'] / 60:.1f} min | "
                      f"{r['images_per_second']:.0f} |")
     return "\n".join(lines)
@@ -74,17 +80,19 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     out = Path(args.out)
     previous = load_json(out)["runs"] if out.is_file() else []
-    rows = {(r["epochs"], r["precision"], r["width"], r["seed"]): r for r in previous}
+    rows = {_key(r): r for r in previous}
     meta = metadata()
     for epochs in budgets:
         run_dir = Path(args.runs) / _run_name(epochs, args.precision, args.width, args.seed)
         row = _train(run_dir, epochs, args.precision, args.width, args.seed)
         row["cpu"] = meta["cpu"]
-        rows[(epochs, args.precision, args.width, args.seed)] = row
+        row["cpu_bf16_units"] = meta["cpu_bf16_units"]
+        rows[_key(row)] = row
         save_json({"meta": meta, "runs": list(rows.values())}, out)
     table = _table(list(rows.values()))
-    save_text(f"# Fast recipe: accuracy against training time\n\nCPU: {meta['cpu']}, "
-              f"{meta['logical_cpus']} logical CPUs, torch {meta['torch']}.\n\n{table}\n",
+    save_text(f"# Fast recipe: accuracy against training time\n\n{meta['logical_cpus']} logical "
+              f"CPUs, torch {meta['torch']}; times compare only between rows of the same CPU.\n\n"
+              f"{table}\n",
               out.with_suffix(".md"))
     print(table)
 

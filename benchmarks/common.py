@@ -58,6 +58,19 @@ def _git(*args: str) -> str:
         return ""
 
 
+def _cpu_bf16_units() -> list[str]:
+    """The CPU's bfloat16 matrix/vector units (``amx_bf16``, ``avx512_bf16``): bfloat16 autocast is
+    fast only with one of them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -89,7 +102,7 @@ def metadata() -> dict:
         "virolbi": getattr(virolbi, "__version__", None), "torch": torch.__version__,
         "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
         "scikit-image": skv,
-        "cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+        "cpu": _cpu_model(), "cpu_bf16_units": _cpu_bf16_units(), "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "blas_threads": blas_threads(),
         # numba.get_num_threads() would launch numba's threads with its default (OpenMP) layer
         # before virolbi selects "workqueue", slowing the fused kernel ~10x: read the config only.
