@@ -234,6 +234,8 @@ def test_baseline_defences_have_their_own_columns_and_paper_figures():
     assert _paper("table8", "8/255", "pni", True) == 51.21
     assert _paper("table8", "8/255", "awp", False) == 55.30
     assert _paper("table8", "8/255", "awp", True) is None
+    assert _paper("table1", "gaussian_noise", "tv_layer", False) == 49.97      # the paper's Table 1
+    assert _paper("table1", "impulse_noise", "tv_layer", True) == 59.15
 
 
 def test_a_cell_evaluated_on_other_images_is_not_reused(tiny_plan, tmp_path):
