@@ -209,9 +209,16 @@ def test_training_reports_the_collapse_and_ships_the_best_weights(cifar_small, t
 def test_config_validation_names_the_key():
     cfg = resolve_config({"adversarial": {"method": "fgsm_rs", "eps": "8/255"}})
     assert cfg["adversarial"]["eps"] == pytest.approx(8 / 255)
-    for bad, match in [({"method": "trades"}, "adversarial.method"),
+    for bad, match in [({"method": "madry"}, "adversarial.method"),
                        ({"eps": 8}, "adversarial.eps"), ({"eps": "8/zero"}, "adversarial.eps"),
                        ({"clean_weight": 2}, "adversarial.clean_weight"),
-                       ({"monitor": {"images": -1}}, "adversarial.monitor.images")]:
+                       ({"monitor": {"images": -1}}, "adversarial.monitor.images"),
+                       ({"method": "pgd", "self_adaptive": {}}, "needs adversarial.method: trades"),
+                       ({"method": "trades", "self_adaptive": {"momentum": 1.0}},
+                        "self_adaptive.momentum must be in"),
+                       ({"method": "trades", "self_adaptive": {"start_epoch": -1}},
+                        "self_adaptive.start_epoch"),
+                       ({"method": "trades", "self_adaptive": {"alpha": 0.9}}, "unknown keys"),
+                       ({"method": "trades", "trades_beta": -1}, "adversarial.trades_beta")]:
         with pytest.raises(InputError, match=match):
             resolve_config({"adversarial": bad})

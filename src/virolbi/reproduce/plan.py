@@ -80,8 +80,8 @@ class Plan:
 
 def defence_key(cfg: dict[str, Any]) -> str | None:
     """The baseline defence of a resolved training config: ``pni`` (weight noise), ``cifs``, ``tv_layer``,
-    ``awp``, ``fast_at`` (single-step training: FGSM-RS or N-FGSM), ``pgd_at``; None for plain
-    training."""
+    ``awp``, ``sat`` (TRADES with self-adaptive targets), ``trades``, ``fast_at`` (single-step
+    training: FGSM-RS or N-FGSM), ``pgd_at``; None for plain training."""
     kwargs = cfg["model"].get("kwargs") or {}
     adv = cfg.get("adversarial") or {}
     if kwargs.get("weight_noise"):
@@ -92,6 +92,8 @@ def defence_key(cfg: dict[str, Any]) -> str | None:
         return "tv_layer"
     if adv.get("method") and adv.get("awp_gamma"):
         return "awp"
+    if adv.get("method") == "trades":
+        return "sat" if adv.get("self_adaptive") else "trades"
     return {"fgsm_rs": "fast_at", "nfgsm": "fast_at", "pgd": "pgd_at"}.get(adv.get("method"))
 
 

@@ -29,7 +29,7 @@ THREAT_LABELS = {"classifier": "none (attack and classify f)",
 
 PROCEDURE_LABELS = {"vanilla": "Vanilla", "blur": "Blur", "fixed": "Fix 0.6",
                     "iterative": "Iterative", "fast_at": "Fast AT", "pgd_at": "PGD AT",
-                    "awp": "AWP", "pni": "PNI", "tv_layer": "TV layer",
+                    "awp": "AWP", "sat": "SAT", "trades": "TRADES", "pni": "PNI", "tv_layer": "TV layer",
                     "cifs": "Fast AT + CIFS"}
 
 #: Per suite: the row keys (perturbation, level or None for all levels) in the paper's order.

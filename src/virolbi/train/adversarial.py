@@ -19,6 +19,11 @@ against (Table 8), as options of :func:`virolbi.train.train` (config section ``a
   :math:`x' = \mathrm{clip}_{[0,1]}(x + u + \varepsilon\,\mathrm{sign}\nabla_x\ell(f(x + u), y))`,
   :math:`u \sim U[-2\varepsilon, 2\varepsilon]^d` (the training perturbation reaches 3ε; the
   evaluation's ε is unchanged).
+- **TRADES** (Zhang et al. 2019), with self-adaptive targets for **SAT** (Huang, Zhang, Zhang
+  2020; :mod:`virolbi.train.self_adaptive`): ``steps`` signed-gradient steps of size η on
+  :math:`\mathrm{KL}(p(x)\,\|\,p(x'))` from :math:`x + 0.001\,\mathcal N(0, I)`, projected onto the
+  ε-ball; loss :math:`\ell_{\text{nat}}(f(x), y) + \beta\,\mathrm{KL}(p(x)\,\|\,p(x'))`, where the
+  natural term is the cross-entropy, or SAT's weighted soft-target loss.
 - **Mixed loss** (PNI, He et al. 2019): :math:`(1 - w)\,\ell(f(x'), y) + w\,\ell(f(x), y)` with
   ``clean_weight`` w (PNI: 0.5).
 - **AWP** (Wu, Xia, Wang 2020): adversarial weight perturbation on top of either attack. Per batch,
@@ -42,24 +47,26 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from virolbi.checks import check_positive, check_ratio
 from virolbi.errors import InputError
 from virolbi.train.model_hooks import before_training_forward, training_loss
+from virolbi.train.self_adaptive import SelfAdaptiveTargets
 
 __all__ = ["METHODS", "AdversarialTraining", "RobustnessMonitor", "catastrophic_overfitting",
            "validate_adversarial"]
 
-#: Training-time attacks: None (clean training), FGSM from a random start, N-FGSM, PGD.
-METHODS = (None, "fgsm_rs", "nfgsm", "pgd")
+#: Training-time attacks: None (clean training), FGSM from a random start, N-FGSM, PGD, TRADES.
+METHODS = (None, "fgsm_rs", "nfgsm", "pgd", "trades")
 
 
 def validate_adversarial(section: Mapping[str, Any]) -> dict[str, Any]:
     """Check the ``adversarial`` config section; fractions such as ``"8/255"`` become numbers."""
     a = dict(section)
     if a["method"] not in METHODS:
-        raise InputError(f"adversarial.method must be null, fgsm_rs, nfgsm or pgd, got "
+        raise InputError(f"adversarial.method must be null, fgsm_rs, nfgsm, pgd or trades, got "
                          f"{a['method']!r}")
     a["eps"] = check_ratio(a["eps"], "adversarial.eps")
     if a["eps"] > 1:
@@ -74,6 +81,8 @@ def validate_adversarial(section: Mapping[str, Any]) -> dict[str, Any]:
     if w > 1:
         raise InputError(f"adversarial.clean_weight must be in [0, 1], got {a['clean_weight']!r}")
     check_positive(a["awp_gamma"], "adversarial.awp_gamma", strict=False)
+    check_positive(a["trades_beta"], "adversarial.trades_beta", strict=False)
+    a["self_adaptive"] = _validate_self_adaptive(a["self_adaptive"], a["method"])
     m = dict(a["monitor"])
     for key in ("images", "pgd_steps"):
         if isinstance(m[key], bool) or not isinstance(m[key], int) or m[key] < 0:
@@ -83,26 +92,54 @@ def validate_adversarial(section: Mapping[str, Any]) -> dict[str, Any]:
     return a
 
 
+def _validate_self_adaptive(section: Mapping[str, Any] | None, method: str | None
+                            ) -> dict[str, Any] | None:
+    """The ``adversarial.self_adaptive`` section (SAT): null, or momentum in (0, 1) and a start
+    epoch >= 0; only with TRADES, SAT's adversarial form."""
+    if section is None:
+        return None
+    if method != "trades":
+        raise InputError(f"adversarial.self_adaptive (SAT) needs adversarial.method: trades, got "
+                         f"{method!r}")
+    s = {"momentum": 0.9, "start_epoch": 0, **dict(section)}
+    unknown = sorted(set(s) - {"momentum", "start_epoch"})
+    if unknown:
+        raise InputError(f"adversarial.self_adaptive has unknown keys {unknown} (momentum, "
+                         "start_epoch)")
+    m = check_positive(s["momentum"], "adversarial.self_adaptive.momentum")
+    if m >= 1:
+        raise InputError(f"adversarial.self_adaptive.momentum must be in (0, 1), got {m!r}")
+    e = s["start_epoch"]
+    if isinstance(e, bool) or not isinstance(e, int) or e < 0:
+        raise InputError(f"adversarial.self_adaptive.start_epoch must be an integer >= 0, got {e!r}")
+    return {"momentum": float(m), "start_epoch": e}
+
+
 @dataclass
 class AdversarialTraining:
     """The training-time attack and loss of one run (built from the ``adversarial`` section).
 
     Parameters
     ----------
-    method : {"fgsm_rs", "nfgsm", "pgd"}
-        Fast adversarial training (Wong et al. 2020), N-FGSM (de Jorge et al. 2022) or PGD
-        adversarial training (Madry et al. 2018).
+    method : {"fgsm_rs", "nfgsm", "pgd", "trades"}
+        Fast adversarial training (Wong et al. 2020), N-FGSM (de Jorge et al. 2022), PGD
+        adversarial training (Madry et al. 2018) or TRADES (Zhang et al. 2019).
     eps : float
         L∞ radius on [0, 1] pixels (8/255).
     step_size : float, optional
         Attack step; default 1.25ε for ``fgsm_rs`` (Wong et al.), ε for ``nfgsm`` and ε/4 for ``pgd``
-        (2/255 at 8/255).
+        and ``trades`` (2/255 at 8/255).
     steps : int
-        PGD iterations (7); ignored by ``fgsm_rs``.
+        PGD / TRADES iterations (7; SAT's TRADES: 10); ignored by the single-step methods.
     clean_weight : float
         Weight of the clean loss (0: adversarial images only; PNI: 0.5).
     awp_gamma : float
         AWP's relative weight-perturbation size γ (0: off; Wu et al.: 5e-3).
+    trades_beta : float
+        TRADES's β, the weight of the KL term (SAT: 6).
+    self_adaptive : SelfAdaptiveTargets, optional
+        SAT's soft targets (TRADES only): the natural term becomes their loss; the loop sets
+        :attr:`epoch` and passes every batch's training positions.
 
     Examples
     --------
@@ -117,15 +154,23 @@ class AdversarialTraining:
     steps: int = 7
     clean_weight: float = 0.0
     awp_gamma: float = 0.0
+    trades_beta: float = 6.0
+    self_adaptive: SelfAdaptiveTargets | None = None
+    epoch: int = 0
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> "AdversarialTraining | None":
-        """None when ``adversarial.method`` is null (clean training)."""
+    def from_config(cls, section: Mapping[str, Any], labels: Any = None,
+                    num_classes: int | None = None) -> "AdversarialTraining | None":
+        """None when ``adversarial.method`` is null (clean training); SAT's targets are built for
+        the training ``labels`` when ``adversarial.self_adaptive`` is set."""
         if section.get("method") is None:
             return None
+        sat = section.get("self_adaptive")
+        targets = None if sat is None else SelfAdaptiveTargets(
+            labels, int(num_classes), sat["momentum"], sat["start_epoch"])
         return cls(section["method"], float(section["eps"]), section["step_size"],
                    int(section["steps"]), float(section["clean_weight"]),
-                   float(section["awp_gamma"]))
+                   float(section["awp_gamma"]), float(section.get("trades_beta", 6.0)), targets)
 
     @property
     def step(self) -> float:
@@ -142,6 +187,8 @@ class AdversarialTraining:
         step of ε from a uniform start in the 2ε-ball, not projected (only onto [0, 1]).
         """
         before_training_forward(net, y)
+        if self.method == "trades":
+            return self._trades_examples(net, x, autocast)
         noise = 2 * self.eps if self.method == "nfgsm" else self.eps
         radius = 3 * self.eps if self.method == "nfgsm" else self.eps   # nfgsm: no projection
         x_adv = (x + (torch.rand_like(x) * 2 - 1) * noise).clamp(0.0, 1.0)
@@ -154,11 +201,46 @@ class AdversarialTraining:
             x_adv = torch.minimum(torch.maximum(x_adv, x - radius), x + radius).clamp(0.0, 1.0)
         return x_adv.detach()
 
+    def _trades_examples(self, net: nn.Module, x: Tensor, autocast: Callable[[], Any]) -> Tensor:
+        """TRADES's inner maximisation: ascend KL(p(x) ‖ p(x')) from x + 0.001·N(0, I)."""
+        with torch.no_grad(), autocast():
+            target = torch.softmax(net(x).float(), dim=1)
+        x_adv = (x + 0.001 * torch.randn_like(x)).clamp(0.0, 1.0)
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            with autocast():
+                logits = net(x_adv)
+            kl = F.kl_div(torch.log_softmax(logits.float(), dim=1), target, reduction="sum")
+            grad, = torch.autograd.grad(kl, x_adv)
+            x_adv = x_adv.detach() + self.step * grad.sign()
+            x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp(0.0, 1.0)
+        return x_adv.detach()
+
+    def _trades_loss(self, net: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
+                     label_smoothing: float, autocast: Callable[[], Any],
+                     index: Any) -> tuple[Tensor, Tensor]:
+        """ℓ_nat(f(x), y) + β·KL(p(x) ‖ p(x')), summed; ℓ_nat is SAT's loss when it is on."""
+        with autocast():
+            clean, adv = net(x), net(x_adv)
+        if self.self_adaptive is not None:
+            if index is None:
+                raise ValueError("self-adaptive training needs the batch's training positions")
+            natural = self.self_adaptive.loss(clean, y, index, self.epoch)
+        else:
+            natural = training_loss(net, clean, y, label_smoothing)
+        robust = F.kl_div(torch.log_softmax(adv.float(), dim=1),
+                          torch.softmax(clean.float(), dim=1), reduction="sum")
+        return natural + self.trades_beta * robust, adv
+
     def loss(self, net: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, label_smoothing: float,
-             autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[Tensor, Tensor]:
+             autocast: Callable[[], Any] = contextlib.nullcontext,
+             index: Any = None) -> tuple[Tensor, Tensor]:
         """(summed training loss, logits on the adversarial images): ``(1 - w)·ℓ(x') + w·ℓ(x)``,
-        ℓ the model's training loss (:func:`virolbi.train.model_hooks.training_loss`)."""
+        ℓ the model's training loss (:func:`virolbi.train.model_hooks.training_loss`); TRADES:
+        its own loss (``index``: the training positions of the batch, for SAT)."""
         before_training_forward(net, y)
+        if self.method == "trades":
+            return self._trades_loss(net, x, x_adv, y, label_smoothing, autocast, index)
         with autocast():
             logits = net(x_adv)
         loss = training_loss(net, logits, y, label_smoothing)

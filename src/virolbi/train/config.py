@@ -101,12 +101,15 @@ DEFAULTS: dict[str, Any] = {
     },
     "adversarial": {             # adversarial training (virolbi.train.adversarial); method null: off
         "method": None,          # null | fgsm_rs (fast AT, Wong et al. 2020) | nfgsm (de Jorge et al.
-                                 # 2022) | pgd (Madry et al. 2018)
+                                 # 2022) | pgd (Madry et al. 2018) | trades (Zhang et al. 2019)
         "eps": 8 / 255,          # L-inf radius on [0, 1] pixels; "8/255" is accepted
         "step_size": None,       # null: 1.25 eps (fgsm_rs), eps (nfgsm), eps/4 (pgd: 2/255 at 8/255)
         "steps": 7,              # pgd iterations
         "clean_weight": 0.0,     # loss = (1 - w) adversarial + w clean (PNI: 0.5)
         "awp_gamma": 0.0,        # > 0: adversarial weight perturbation (AWP, Wu et al. 2020: 5e-3)
+        "trades_beta": 6.0,      # method trades: weight of TRADES's KL term (SAT: 6)
+        # SAT (Huang et al. 2020), with method trades: null, or {momentum: 0.9, start_epoch: E_s}
+        "self_adaptive": None,
         # FGSM/PGD accuracy on training images held out of training, after every epoch: detects
         # catastrophic overfitting and keeps the weights with the best PGD accuracy (images 0: off)
         "monitor": {"images": 512, "pgd_steps": 10, "drop": 0.1},

@@ -55,36 +55,42 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 scale: float, cfg: dict, device: torch.device,
-                adversary: AdversarialTraining | None = None) -> tuple[float, int]:
+                adversary: AdversarialTraining | None = None,
+                index: np.ndarray | None = None) -> tuple[float, int]:
     """One optimiser step on the batch ``(x, y)``, in micro-batches whose gradients accumulate.
 
     The loss of each micro-batch is its summed cross-entropy times ``scale`` (1 / global batch,
     times the process count under DDP), so the step is the same whatever the micro-batch size
     (up to floating-point order and BatchNorm statistics). With ``adversary`` every micro-batch is
     replaced by its adversarial images first (and AWP perturbs the weights for the step;
-    :mod:`virolbi.train.adversarial`). Returns (summed loss, correct on the trained images).
+    :mod:`virolbi.train.adversarial`; ``index``: the images' training positions, for SAT).
+    Returns (summed loss, correct on the trained images).
     """
     comp, o = cfg["compute"], cfg["optim"]
     if comp["channels_last"]:
         x = x.contiguous(memory_format=torch.channels_last)
     size = comp["micro_batch"] or x.shape[0]
     autocast = functools.partial(_autocast, device, comp["precision"])
-    chunks = [(xs, xs, ys) for xs, ys in zip(x.split(size), y.split(size))]
+    index = np.arange(len(y)) if index is None else np.asarray(index)
+    chunks = [(xs, xs, ys, ids) for xs, ys, ids in
+              zip(x.split(size), y.split(size), np.split(index, range(size, len(index), size)))]
     perturbation: dict = {}
     plain = unwrap_model(net)  # attacks and AWP's ascent need no DDP gradient sync
     if adversary is not None:
-        chunks = [(xs, adversary.examples(plain, xs, ys, autocast), ys) for xs, _, ys in chunks]
+        chunks = [(xs, adversary.examples(plain, xs, ys, autocast), ys, ids)
+                  for xs, _, ys, ids in chunks]
         if adversary.awp_gamma > 0:
-            perturbation = adversary.weight_perturbation(plain, [(xa, ys) for _, xa, ys in chunks],
+            perturbation = adversary.weight_perturbation(plain, [(xa, ys) for _, xa, ys, _ in chunks],
                                                          autocast)
     opt.zero_grad(set_to_none=True)
     loss_total, correct = 0.0, 0
     with perturbed_weights(perturbation):
-        for i, (xs, xin, ys) in enumerate(chunks):
+        for i, (xs, xin, ys, ids) in enumerate(chunks):
             sync = i == len(chunks) - 1 or not hasattr(net, "no_sync")
             with (contextlib.nullcontext() if sync else net.no_sync()):
                 if adversary is not None:
-                    loss_sum, logits = adversary.loss(net, xs, xin, ys, o["label_smoothing"], autocast)
+                    loss_sum, logits = adversary.loss(net, xs, xin, ys, o["label_smoothing"],
+                                                      autocast, index=ids)
                 else:
                     before_training_forward(plain, ys)
                     with autocast():
@@ -221,7 +227,8 @@ class TrainingRun:
                 cb(epoch + 1, row)
 
     def _batch(self, gidx: torch.Tensor, epoch: int, step: int) -> tuple:
-        """The process's share of the global batch ``gidx``: fetched, transformed, augmented."""
+        """The process's share of the global batch ``gidx``: fetched, transformed, augmented;
+        (images, labels, their training positions)."""
         cfg, aug = self.cfg, self.cfg["augment"]
         pad, flip = aug["crop_padding"], aug["flip"]
         g = torch.Generator().manual_seed(mix_seed(cfg["seed"], epoch, step, 2))
@@ -234,7 +241,7 @@ class TrainingRun:
         x = self.procedure.transform(x)
         x = apply_crop_flip(x, dy[part], dx[part], flips[part], pad, aug["pad_mode"])
         y = torch.as_tensor(np.asarray(self.train_data.targets)[idx]).to(self.device)
-        return x, y
+        return x, y, idx
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of optimiser steps; the row of its training metrics."""
@@ -244,6 +251,8 @@ class TrainingRun:
         epochs, gb, world = o["epochs"], o["batch_size"], self.info.world_size
         torch.manual_seed(mix_seed(seed, epoch, self.info.rank, 1))
         notify_epoch_start(unwrap_model(self.net), epoch, epochs)
+        if self.adversary is not None:
+            self.adversary.epoch = epoch  # SAT's targets move from their start epoch on
         self.net.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
         totals = torch.zeros(3, dtype=torch.float64)
@@ -252,10 +261,10 @@ class TrainingRun:
                    disable=None if progress else True, leave=False)
         for step in bar:
             gidx = order[step * gb:(step + 1) * gb]
-            x, y = self._batch(gidx, epoch, step)
+            x, y, idx = self._batch(gidx, epoch, step)
             # DDP averages gradients over processes: scale so the result is the global mean.
             loss_sum, correct = _train_step(self.net, self.opt, x, y, world / gidx.numel(), cfg,
-                                            self.device, self.adversary)
+                                            self.device, self.adversary, idx)
             self.sched.step()
             if self.lookahead is not None:
                 self.lookahead.after_step(unwrap_model(self.net),
@@ -307,6 +316,8 @@ class TrainingRun:
             ckpt["lookahead"] = self.lookahead.state_dict()
         if self.monitor is not None:
             ckpt["monitor"] = self.monitor.state_dict()
+        if self.adversary is not None and self.adversary.self_adaptive is not None:
+            ckpt["self_adaptive"] = self.adversary.self_adaptive.state_dict()
         with atomic_path(self.out / "last.pt") as tmp:
             torch.save(ckpt, tmp)
         keep = self.cfg["logging"]["keep_checkpoints"]  # snapshots for figures over training

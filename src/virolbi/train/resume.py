@@ -83,6 +83,8 @@ def resume_run(cfg: dict, ckpt_path: Path | None, run: TrainingRun, notes: list[
             run.lookahead.load_state_dict(ckpt["lookahead"])
         if run.monitor is not None and "monitor" in ckpt:
             run.monitor.load_state_dict(ckpt["monitor"])
+        if run.adversary is not None and run.adversary.self_adaptive is not None:
+            run.adversary.self_adaptive.load_state_dict(ckpt["self_adaptive"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot resume from {ckpt_path}: its state does not fit this "

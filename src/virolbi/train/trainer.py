@@ -337,6 +337,9 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
                                                      np.unique(train_data.targets))
     train_data, monitor = _hold_out_monitor(cfg, train_data, device)
     n = len(train_data)
+    if cfg["adversarial"]["self_adaptive"] is not None and info.world_size > 1:
+        raise InputError("adversarial.self_adaptive (SAT) keeps one target per training image in "
+                         f"one process; run it without DDP (got {info.world_size} processes)")
     if n < info.world_size:
         raise InputError(f"the training set has {n} images, fewer than the {info.world_size} "
                          "processes")
@@ -347,7 +350,8 @@ def _train(cfg: dict, info: DistInfo, model: Any, train_data: Any, val_data: Any
 
     run = TrainingRun(cfg, info, device, procedure, train_data, val_data, net, opt, sched,
                       lookahead, steps, out, {}, val_pre, prepare_time,
-                      AdversarialTraining.from_config(cfg["adversarial"]), monitor)
+                      AdversarialTraining.from_config(cfg["adversarial"], train_data.targets,
+                                                      num_classes), monitor)
     notes: list[str] = []
     resumed_from = resume_run(cfg, out / "last.pt" if out else None, run, notes)
     meta = run_metadata(device)
