@@ -70,6 +70,21 @@ def cifar_batch(cifar_small) -> torch.Tensor:
     return torch.from_numpy(cifar_small[0]).permute(0, 3, 1, 2).float() / 255.0
 
 
+@pytest.fixture(scope="session")
+def cifar_crops16(cifar_small) -> tuple[torch.Tensor, torch.Tensor]:
+    """The central 16x16 crops of the same 20 images, float (20, 3, 16, 16) in [0, 1], and labels:
+    small enough for the adversarial-training tests' linear network."""
+    imgs, labels = cifar_small
+    x = torch.from_numpy(np.ascontiguousarray(imgs[:, 8:24, 8:24].transpose(0, 3, 1, 2))).float() / 255
+    return x, torch.as_tensor(labels, dtype=torch.int64)
+
+
+def linear_net16(seed: int = 0) -> torch.nn.Module:
+    """A seeded linear classifier of 16x16 RGB crops into 10 classes."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

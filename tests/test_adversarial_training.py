@@ -17,19 +17,10 @@ from virolbi.train.adversarial import (AdversarialTraining, RobustnessMonitor,
 from virolbi.train.config import resolve_config
 from virolbi.train.loop import _train_step
 
+from conftest import linear_net16
+
 EPS = 8 / 255
 
-
-def linear_net(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
-
-
-@pytest.fixture(scope="module")
-def batch(cifar_small):
-    imgs, labels = cifar_small
-    x = torch.from_numpy(np.ascontiguousarray(imgs[:, 8:24, 8:24].transpose(0, 3, 1, 2))).float() / 255
-    return x, torch.as_tensor(labels, dtype=torch.int64)
 
 
 def step_cfg(**compute):
@@ -40,9 +31,9 @@ def step_cfg(**compute):
 
 # ---------------------------------------------------------------- the training-time attacks
 @pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])  # projected onto the eps-ball
-def test_examples_stay_in_the_ball_and_raise_the_loss(batch, method):
-    x, y = batch
-    net = linear_net()
+def test_examples_stay_in_the_ball_and_raise_the_loss(cifar_crops16, method):
+    x, y = cifar_crops16
+    net = linear_net16()
     at = AdversarialTraining(method, EPS, steps=5)
     torch.manual_seed(1)
     x_adv = at.examples(net, x, y)
@@ -52,11 +43,11 @@ def test_examples_stay_in_the_ball_and_raise_the_loss(batch, method):
     assert adv > clean + 0.05
 
 
-def test_fgsm_rs_is_one_step_of_one_and_a_quarter_eps_from_a_uniform_start(batch):
+def test_fgsm_rs_is_one_step_of_one_and_a_quarter_eps_from_a_uniform_start(cifar_crops16):
     """Wong et al. (2020): x' = proj(x + u + 1.25 eps sign(grad at x + u)), u ~ U[-eps, eps]^d, with
     the projection onto the eps-ball around x and [0, 1], recomputed here from the definition."""
-    x, y = batch
-    net = linear_net()
+    x, y = cifar_crops16
+    net = linear_net16()
     at = AdversarialTraining("fgsm_rs", EPS)
     assert at.step == pytest.approx(1.25 * EPS)
     torch.manual_seed(3)
@@ -70,11 +61,11 @@ def test_fgsm_rs_is_one_step_of_one_and_a_quarter_eps_from_a_uniform_start(batch
     torch.testing.assert_close(x_adv, expected, atol=1e-6, rtol=0)
 
 
-def test_nfgsm_is_one_step_of_eps_from_a_2eps_start_without_projection(batch):
+def test_nfgsm_is_one_step_of_eps_from_a_2eps_start_without_projection(cifar_crops16):
     """de Jorge et al. (2022): x' = clip01(x + u + eps sign(grad at x + u)), u ~ U[-2 eps, 2 eps]^d;
     the perturbation may reach 3 eps (no projection onto the eps-ball)."""
-    x, y = batch
-    net = linear_net()
+    x, y = cifar_crops16
+    net = linear_net16()
     at = AdversarialTraining("nfgsm", EPS)
     assert at.step == pytest.approx(EPS)
     torch.manual_seed(5)
@@ -88,14 +79,14 @@ def test_nfgsm_is_one_step_of_eps_from_a_2eps_start_without_projection(batch):
     assert (x_adv - x).abs().max() > 2 * EPS
 
 
-def test_adversarial_step_lowers_the_adversarial_loss_more_than_a_clean_step(batch):
+def test_adversarial_step_lowers_the_adversarial_loss_more_than_a_clean_step(cifar_crops16):
     """From the same weights, one PGD-AT step and one clean step of the same learning rate: the
     robust loss (PGD-10 against the updated model) is lower after the adversarial one."""
-    x, y = batch
+    x, y = cifar_crops16
     cfg = step_cfg()
 
     def robust_loss_after(adversary):
-        net = linear_net()
+        net = linear_net16()
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
         torch.manual_seed(0)
         _train_step(net, opt, x, y, 1 / len(y), cfg, torch.device("cpu"), adversary)
@@ -107,9 +98,9 @@ def test_adversarial_step_lowers_the_adversarial_loss_more_than_a_clean_step(bat
     assert adversarial < clean - 0.005     # measured: 2.571 against 2.581
 
 
-def test_mixed_loss_weights_clean_and_adversarial(batch):
-    x, y = batch
-    net = linear_net()
+def test_mixed_loss_weights_clean_and_adversarial(cifar_crops16):
+    x, y = cifar_crops16
+    net = linear_net16()
     x_adv = AdversarialTraining("fgsm_rs", EPS).examples(net, x, y)
     half = AdversarialTraining("pgd", EPS, clean_weight=0.5).loss(net, x, x_adv, y, 0.0)[0]
     with torch.no_grad():
@@ -119,8 +110,8 @@ def test_mixed_loss_weights_clean_and_adversarial(batch):
 
 
 # ---------------------------------------------------------------- AWP
-def test_awp_perturbation_has_relative_size_gamma_and_is_taken_off(batch):
-    x, y = batch
+def test_awp_perturbation_has_relative_size_gamma_and_is_taken_off(cifar_crops16):
+    x, y = cifar_crops16
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.Linear(4 * 14 * 14, 10))
     at = AdversarialTraining("fgsm_rs", EPS, awp_gamma=5e-3)
@@ -139,12 +130,12 @@ def test_awp_perturbation_has_relative_size_gamma_and_is_taken_off(batch):
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
-def test_awp_step_differs_from_the_plain_adversarial_step(batch):
-    x, y = batch
+def test_awp_step_differs_from_the_plain_adversarial_step(cifar_crops16):
+    x, y = cifar_crops16
     cfg = step_cfg(micro_batch=10)
     out = []
     for gamma in (0.0, 5e-2):
-        net = linear_net()
+        net = linear_net16()
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
         torch.manual_seed(0)
         _train_step(net, opt, x, y, 1 / len(y), cfg, torch.device("cpu"),
@@ -195,7 +186,7 @@ def test_training_reports_the_collapse_and_ships_the_best_weights(cifar_small, t
     cfg = {"output_dir": str(tmp_path / "run"), "optim": {"epochs": 3, "batch_size": 8, "lr": 0.05},
            "logging": {"progress": False, "tensorboard": False},
            "adversarial": {"method": "fgsm_rs", "eps": "8/255", "monitor": {"images": 4}}}
-    res = train(cfg, model=linear_net, train_data=data, val_data=data)
+    res = train(cfg, model=linear_net16, train_data=data, val_data=data)
     err = capsys.readouterr().err
     assert "catastrophic overfitting at epoch 3" in err and "epoch 2" in err
     assert res.info["train_images"] == len(labels) - 4 and res.info["kept_epoch"] == 2

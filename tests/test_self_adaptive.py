@@ -14,19 +14,10 @@ from virolbi.train import train
 from virolbi.train.adversarial import AdversarialTraining
 from virolbi.train.self_adaptive import SelfAdaptiveTargets
 
+from conftest import linear_net16
+
 EPS = 8 / 255
 
-
-def linear_net(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
-
-
-@pytest.fixture(scope="module")
-def batch(cifar_small):
-    imgs, labels = cifar_small
-    x = torch.from_numpy(np.ascontiguousarray(imgs[:, 8:24, 8:24].transpose(0, 3, 1, 2))).float() / 255
-    return x, torch.as_tensor(labels, dtype=torch.int64)
 
 
 def test_sat_is_the_cross_entropy_before_its_start_and_leaves_the_targets():
@@ -60,9 +51,9 @@ def test_sat_moves_the_targets_and_weights_by_confidence_as_the_paper_writes():
         SelfAdaptiveTargets([0, 1], 2).load_state_dict(sat.state_dict())
 
 
-def test_trades_examples_stay_in_the_ball_and_raise_the_kl(batch):
-    x, y = batch
-    net = linear_net()
+def test_trades_examples_stay_in_the_ball_and_raise_the_kl(cifar_crops16):
+    x, y = cifar_crops16
+    net = linear_net16()
     at = AdversarialTraining("trades", EPS, steps=5)
     torch.manual_seed(0)
     x_adv = at.examples(net, x, y)
@@ -75,9 +66,9 @@ def test_trades_examples_stay_in_the_ball_and_raise_the_kl(batch):
     assert kl > 100 * start
 
 
-def test_trades_loss_is_the_natural_loss_plus_beta_kl(batch):
-    x, y = batch
-    net = linear_net()
+def test_trades_loss_is_the_natural_loss_plus_beta_kl(cifar_crops16):
+    x, y = cifar_crops16
+    net = linear_net16()
     at = AdversarialTraining("trades", EPS, steps=2, trades_beta=3.0)
     same, _ = at.loss(net, x, x, y, 0.0)                  # x' = x: no KL term
     assert same.item() == pytest.approx(F.cross_entropy(net(x), y, reduction="sum").item(), rel=1e-5)
@@ -113,10 +104,10 @@ def test_sat_training_moves_the_targets_from_its_start_epoch_and_resumes(cifar_s
     def stop_after_first(epoch, row):
         raise Interrupted
     with pytest.raises(Interrupted):
-        train(cfg, model=linear_net, train_data=data, val_data=data, callbacks=[stop_after_first])
+        train(cfg, model=linear_net16, train_data=data, val_data=data, callbacks=[stop_after_first])
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["self_adaptive"]["targets"]
     assert torch.equal(first, torch.eye(10)[np.asarray(labels)])      # epoch 0 < start: unmoved
-    res = train({**cfg, "resume": True}, model=linear_net, train_data=data, val_data=data)
+    res = train({**cfg, "resume": True}, model=linear_net16, train_data=data, val_data=data)
     assert res.resumed_from == 1
     moved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["self_adaptive"]["targets"]
     assert moved.shape == first.shape and not torch.equal(moved, first)
