@@ -210,6 +210,7 @@ def test_config_validation_names_the_key():
                        ({"method": "trades", "self_adaptive": {"start_epoch": -1}},
                         "self_adaptive.start_epoch"),
                        ({"method": "trades", "self_adaptive": {"alpha": 0.9}}, "unknown keys"),
+                       ({"method": "trades", "self_adaptive": 0.9}, "must be null or a mapping"),
                        ({"method": "trades", "trades_beta": -1}, "adversarial.trades_beta")]:
         with pytest.raises(InputError, match=match):
             resolve_config({"adversarial": bad})

@@ -98,6 +98,9 @@ def _validate_self_adaptive(section: Mapping[str, Any] | None, method: str | Non
     epoch >= 0; only with TRADES, SAT's adversarial form."""
     if section is None:
         return None
+    if not isinstance(section, Mapping):
+        raise InputError(f"adversarial.self_adaptive must be null or a mapping such as "
+                         f"{{momentum: 0.9, start_epoch: 7}}, got {section!r}")
     if method != "trades":
         raise InputError(f"adversarial.self_adaptive (SAT) needs adversarial.method: trades, got "
                          f"{method!r}")
