@@ -62,8 +62,8 @@ def _table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=_key):
         units = "+".join(r.get("cpu_bf16_units", ())) or "no bf16 units listed"
-        lines.append(f"| {r['cpu']} ({units}) | {r['epochs']} | {r['precision']} | {r['width']:g} | {r['seed']} | "
-                     f"{100 * r['val_acc']:.2f} | {r['train_seconds'] / 60:.1f} min | "
+        lines.append(f"| {r['cpu']} ({units}) | {r['epochs']} | {r['precision']} | "
+                     f"{r['width']:g} | {r['seed']} | {100 * r['val_acc']:.2f} | {r['train_seconds'] / 60:.1f} min | "
                      f"{r['images_per_second']:.0f} |")
     return "\n".join(lines)
 

@@ -58,27 +58,26 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _cpu_bf16_units() -> list[str]:
-    """The CPU's bfloat16 matrix/vector units (``amx_bf16``, ``avx512_bf16``): bfloat16 autocast is
-    fast only with one of them."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo (None where it cannot be read)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    except OSError:
-        pass
-    return []
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_bf16_units() -> list[str]:
+    """The CPU's bfloat16 matrix/vector units (``amx_bf16``, ``avx512_bf16``): bfloat16 autocast is
+    fast only with one of them."""
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def metadata() -> dict:

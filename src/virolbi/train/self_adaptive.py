@@ -76,8 +76,7 @@ class SelfAdaptiveTargets:
         return (w * per_image).sum()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"targets": self.targets.clone(), "momentum": self.momentum,
-                "start_epoch": self.start_epoch}
+        return {"targets": self.targets.clone()}  # momentum and E_s come from the config
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if tuple(state["targets"].shape) != tuple(self.targets.shape):
