@@ -162,8 +162,8 @@ def test_a_larger_square_budget_attacks_only_the_new_images(tiny_plan, monkeypat
     small = dataclasses.replace(plan, square={**plan.square, "images": 5})
     full = dataclasses.replace(plan, square={**plan.square, "images": 10})
     square_cell(small, "t_fixed", model, data, work, chunk=3)
-    assert attacked == [3, 2] and square_cell_done(small, work, "t_fixed")
-    assert not square_cell_done(full, work, "t_fixed")
+    assert attacked == [3, 2] and square_cell_done(small, work, "t_fixed", 10)
+    assert not square_cell_done(full, work, "t_fixed", 10)
     path = square_cell(full, "t_fixed", model, data, work, chunk=3)
     assert attacked == [3, 2, 3, 2]                 # the 5 finished images are not attacked again
     chunks = [load_json(p) for p in sorted(path.parent.glob("chunk_*.json"))]
@@ -174,6 +174,13 @@ def test_a_larger_square_budget_attacks_only_the_new_images(tiny_plan, monkeypat
     assert row["params"]["queries"] == plan.square["queries"] and row["preprocessing"] != "none"
     square_cell(full, "t_fixed", model, data, work, chunk=3)
     assert len(attacked) == 4                       # done: nothing runs again
+    # drawn from another pool of evaluation images, the positions name other images: redone
+    pool9 = eval_dataset(plan, 9)
+    assert not square_cell_done(full, work, "t_fixed", 9)
+    square_cell(dataclasses.replace(plan, square={**plan.square, "images": 9}), "t_fixed", model,
+                pool9, work, chunk=3)
+    assert attacked[4:] == [3, 3, 3]
+    assert load_json(path)["meta"] == {"model": "t_fixed", "images": 9, "pool": 9}
 
 
 def test_reproduce_errors(tiny_plan, tmp_path):
@@ -191,6 +198,9 @@ def test_reproduce_errors(tiny_plan, tmp_path):
     bad.write_text(plan.path.read_text().replace("overrides: [procedure.name=fixed]}",
                                                  "overrides: [procedure.name=fixed], eot_samples: 0}"))
     with pytest.raises(InputError, match="t_fixed.eot_samples must be an integer >= 1, got 0"):
+        load_plan(bad)
+    bad.write_text(plan.path.read_text().replace("eps: 8/255}", "eps: 8/255, pool: 5}"))
+    with pytest.raises(InputError, match=r"square.pool must be an integer >= square.images \(10\), got 5"):
         load_plan(bad)
 
 
@@ -215,7 +225,8 @@ def test_shipped_plan_parses():
     plan = load_plan(ROOT / "configs/reproduce/cifar10_fast.yaml")
     assert set(plan.tables) >= {"table1", "table3", "table4", "table5"}
     assert plan.eval_images >= 2000
-    assert plan.images_of("table1") == plan.eval_images and plan.images_of("table2") == 1000
+    assert all(plan.images_of(t) == plan.eval_images for t in plan.tables)   # the issue: >= 2 000
+    assert plan.square["images"] >= 500 and plan.square["pool"] <= plan.eval_images
     seeds = [m for m in plan.models if m.startswith(("fast_cifar10_vanilla", "fast_cifar10_fixed_",
                                                       "fast_cifar10_iterative"))]
     assert len(seeds) == 6                           # two seeds each

@@ -18,7 +18,9 @@ __all__ = ["ModelSpec", "TableSpec", "Plan", "load_plan", "procedure_key", "defe
            "TABLE_SUITES"]
 
 #: The Square attack's settings unless the plan says otherwise (L∞ on pixels, ≥ 1000 queries).
-SQUARE_DEFAULTS = {"images": 500, "queries": 1000, "eps": 8 / 255}
+#: ``pool``: the Square images are the stratified subset of ``images`` drawn from the first
+#: ``pool`` evaluation images (None: from the table's evaluation images).
+SQUARE_DEFAULTS = {"images": 500, "queries": 1000, "eps": 8 / 255, "pool": None}
 
 #: The suites a table may use ("clean": the clean row only).
 TABLE_SUITES = ("noise", "adversarial", "lowres", "frequency", "clean")
@@ -168,6 +170,11 @@ def load_plan(path: str | os.PathLike) -> Plan:
                                  convs if t["suite"] == "adversarial" else (), square, n_img)
     square_cfg = {**SQUARE_DEFAULTS, **(raw.get("square") or {})}
     square_cfg["eps"] = check_ratio(square_cfg["eps"], f"{path}: square.eps")
+    pool = square_cfg["pool"]
+    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int)
+                             or pool < square_cfg["images"]):
+        raise InputError(f"{path}: square.pool must be an integer >= square.images "
+                         f"({square_cfg['images']}), got {pool!r}")
     return Plan(raw.get("name", path.stem), path, dict(raw.get("dataset") or {}),
                 int(raw.get("eval_images", 2000)), int(raw.get("eval_seed", 0)),
                 float(raw.get("test_time_sparsity", 0.6)), models, tables, square_cfg,

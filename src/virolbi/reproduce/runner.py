@@ -24,17 +24,24 @@ from virolbi.reproduce.plan import Plan, procedure_key
 __all__ = ["obtain_model", "eval_dataset", "evaluate_cell", "run_tables"]
 
 
-def eval_dataset(plan: Plan, n_images: int | None = None) -> Any:
+def eval_dataset(plan: Plan, n_images: int | None = None, exclude: int | None = None) -> Any:
     """The plan's evaluation images: a class-stratified, seeded subset of its split (``n_images``
-    of them; default the plan's number)."""
+    of them; default the plan's number). With ``exclude``, only the images of that subset that are
+    not in the (nested) subset of ``exclude`` images: the part that extends a smaller evaluation."""
     from virolbi.data import load_dataset
     from virolbi.data.subset import balanced_subset
 
     ds = load_dataset(plan.dataset.get("name", "cifar10-jpeg"), plan.dataset.get("split", "val"),
                       data_dir=plan.dataset.get("data_dir"))
-    idx = balanced_subset(np.asarray(ds.targets), n_images or plan.eval_images, plan.eval_seed)
+    n = n_images or plan.eval_images
+    targets = np.asarray(ds.targets)
+    idx = balanced_subset(targets, n, plan.eval_seed)
+    what = f"{len(idx)} images, stratified, seed {plan.eval_seed}"
+    if exclude:
+        idx = idx[~np.isin(idx, balanced_subset(targets, exclude, plan.eval_seed))]
+        what = f"the {len(idx)} images of the stratified {n} (seed {plan.eval_seed}) not in its {exclude}"
     sub = ds.subset(idx)
-    sub.name = f"{getattr(ds, 'name', 'data')} ({len(idx)} images, stratified, seed {plan.eval_seed})"
+    sub.name = f"{getattr(ds, 'name', 'data')} ({what})"
     return sub
 
 
@@ -89,33 +96,35 @@ def cell_dir(work: Path, suite: str, name: str, convention: str | None = None) -
     return work / "eval" / (f"{suite}-{convention}" if convention else suite) / name
 
 
-def _check_cell_images(path: Path, n_images: int) -> None:
-    """A cell already evaluated is reused only when it saw the same number of images (cells are
-    shared between tables, e.g. Table 2 and Table 8)."""
+def cell_images(path: Path) -> int | None:
+    """How many images the cell at ``path`` (its results.json) was evaluated on; None if unknown."""
     from virolbi.io import load_json
 
     seen = load_json(path).get("meta", {}).get("eval_images")
-    if seen is not None and int(seen) != n_images:
+    return None if seen is None else int(seen)
+
+
+def cell_done(path: Path, n_images: int) -> bool:
+    """Whether the cell at ``path`` is evaluated on exactly ``n_images`` images."""
+    return path.is_file() and cell_images(path) in (None, n_images)
+
+
+def _check_cell_images(path: Path, n_images: int) -> None:
+    """A cell already evaluated is reused only when it saw the same number of images (cells are
+    shared between tables, e.g. Table 2 and Table 8); one on fewer images is extended instead."""
+    seen = cell_images(path)
+    if seen is not None and seen > n_images:
         raise InputError(f"{path} was evaluated on {seen} images but this table asks for "
                          f"{n_images}: give the tables that share a model the same eval_images, "
                          "or move the old cell away")
 
 
-def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any, work: Path,
-                  shared: dict[str, nn.Module], progress: bool = True,
-                  convention: str | None = None) -> Path:
-    """Evaluate one model on one suite (skipped when its results exist); the results.json path.
-
-    Adversarial suites run in the given ε convention with the plain (uncached) preprocessor:
-    their inputs depend on the model, so nothing can be shared.
-    """
+def _evaluate_images(plan: Plan, name: str, suite: str, model: nn.Module, data: Any, out: Path,
+                     shared: dict[str, nn.Module], progress: bool, convention: str | None) -> Any:
+    """Run the suite on ``data`` and write the report to ``out``; the Results."""
     from virolbi.evaluate import evaluate, write_report
     from virolbi.evaluate.harness import _preprocess_name
 
-    out = cell_dir(work, suite, name, convention)
-    if (out / "results.json").is_file():
-        _check_cell_images(out / "results.json", len(data))
-        return out / "results.json"
     pre = _preprocess_for(plan, name, suite, shared)
     inner = pre.inner if isinstance(pre, PerImageCache) else pre
     if suite == "adversarial":
@@ -128,6 +137,76 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
                        meta=meta, eps_convention=convention or "pixel", pgd_steps=plan.pgd_steps,
                        eot_samples=plan.models[name].eot_samples)
     write_report(results, out)
+    return results
+
+
+def _part_chain(parts: Path, n_images: int) -> list[Path]:
+    """The parts ``images-<a>-<b>`` that tile the images 0..``n_images`` (each starting where the
+    previous ends, the longest that fits), so that a stale part can never be counted twice."""
+    by_start: dict[int, dict[int, Path]] = {}
+    for path in parts.glob("images-*-*/results.json"):
+        try:
+            a, b = (int(v) for v in path.parent.name.split("-")[1:])
+        except ValueError:
+            continue
+        by_start.setdefault(a, {})[b] = path
+    chain, at = [], 0
+    while at < n_images:
+        ends = [b for b in by_start.get(at, {}) if at < b <= n_images]
+        if not ends:
+            raise InputError(f"{parts}: no evaluated part starts at image {at} of {n_images}")
+        chain.append(by_start[at][max(ends)])
+        at = max(ends)
+    return chain
+
+
+def _extend_cell(plan: Plan, name: str, suite: str, model: nn.Module, n_images: int, out: Path,
+                 shared: dict[str, nn.Module], progress: bool, convention: str | None) -> None:
+    """Extend a cell evaluated on fewer images to ``n_images``: the stratified subsets are nested,
+    so only the images not yet evaluated are, as a part in ``out/parts/images-<a>-<b>``; the
+    parts are then merged (:func:`~virolbi.evaluate.merge.merge_results`) into ``out``. The
+    cell's results.json stays valid until the merged one replaces it; finished parts are reused."""
+    import shutil
+
+    from virolbi.evaluate import write_report
+    from virolbi.evaluate.merge import merge_results
+    from virolbi.evaluate.report import load_results
+
+    current = load_results(out / "results.json")
+    seen = current.meta.get("eval_images")
+    if seen is None or current.meta.get("eval_seed") != plan.eval_seed:
+        raise InputError(f"{out / 'results.json'} does not record the images it was evaluated on "
+                         f"(eval_images, eval_seed {plan.eval_seed}): move it away to evaluate "
+                         f"{n_images} images afresh")
+    parts, seen = out / "parts", int(seen)
+    first = parts / f"images-0-{seen}"
+    if "parts" not in current.meta and not (first / "results.json").is_file():
+        first.mkdir(parents=True, exist_ok=True)      # the unmerged cell becomes the first part
+        shutil.copy2(out / "results.json", first / "results.json")
+    part = parts / f"images-{seen}-{n_images}"
+    if not (part / "results.json").is_file():
+        data = eval_dataset(plan, n_images, exclude=seen)
+        _evaluate_images(plan, name, suite, model, data, part, shared, progress, convention)
+    write_report(merge_results([load_results(p) for p in _part_chain(parts, n_images)]), out)
+
+
+def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any, work: Path,
+                  shared: dict[str, nn.Module], progress: bool = True,
+                  convention: str | None = None) -> Path:
+    """Evaluate one model on one suite (skipped when its results exist); the results.json path.
+
+    ``data`` is the plan's ``eval_dataset`` of ``len(data)`` images. A cell already evaluated on
+    fewer of them is extended with the others (:func:`_extend_cell`), not redone. Adversarial
+    suites run in the given ε convention with the plain (uncached) preprocessor: their inputs
+    depend on the model, so nothing can be shared.
+    """
+    out = cell_dir(work, suite, name, convention)
+    if (out / "results.json").is_file():
+        _check_cell_images(out / "results.json", len(data))
+        if not cell_done(out / "results.json", len(data)):
+            _extend_cell(plan, name, suite, model, len(data), out, shared, progress, convention)
+        return out / "results.json"
+    _evaluate_images(plan, name, suite, model, data, out, shared, progress, convention)
     return out / "results.json"
 
 
@@ -154,7 +233,7 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
     evaluated are left out of the table, which names the models behind every figure)."""
     from tqdm.auto import tqdm
 
-    from virolbi.reproduce.square_cell import square_cell, square_cell_done
+    from virolbi.reproduce.square_cell import square_cell, square_cell_done, square_pool
     from virolbi.reproduce.tables import write_models_table, write_table
 
     unknown = [t for t in tables if t not in plan.tables]
@@ -174,13 +253,15 @@ def run_tables(plan: Plan, tables: list[str], work: Path, out_dir: Path, *,
     for table, name, conv in bar:
         suite = plan.tables[table].suite
         bar.set_postfix_str(f"{table} {name} {conv or ''}", refresh=True)
-        done = (square_cell_done(plan, work, name) if conv == "square"
-                else (cell_dir(work, suite, name, conv) / "results.json").is_file())
+        n_img = plan.images_of(table)
+        if conv == "square":
+            n_img = square_pool(plan, n_img)
+        done = (square_cell_done(plan, work, name, n_img) if conv == "square"
+                else cell_done(cell_dir(work, suite, name, conv) / "results.json", n_img))
         if done:
             continue
         if name not in models:
             models[name] = obtain_model(plan, name, work, pretrained, train_fn)
-        n_img = plan.images_of(table)
         data[n_img] = data[n_img] if n_img in data else eval_dataset(plan, n_img)
         if conv == "square":
             square_cell(plan, name, models[name], data[n_img], work)

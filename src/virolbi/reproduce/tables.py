@@ -73,6 +73,22 @@ def _groups(plan: Plan, names: tuple[str, ...]) -> OrderedDict[str, list[str]]:
     return groups
 
 
+def _model_images(results: dict[str, Any], names: list[str]) -> dict[str, int | None]:
+    """How many images each model's cell was evaluated on (its meta), by model name."""
+    return {n: results[n].meta.get("eval_images") for n in names}
+
+
+def _images_note(plan: Plan, table: str, cells: list[dict[str, Any]]) -> list[str]:
+    """A sentence naming the models evaluated on another number of images than the table's (a
+    cell not yet extended): their figures are on that many."""
+    other = {m: k for c in cells for m, k in c.get("model_images", {}).items()
+             if k is not None and k != plan.images_of(table)}
+    if not other:
+        return []
+    return ["", "Not yet on the table's images: " + ", ".join(
+        f"{m} on {k}" for m, k in sorted(other.items())) + " (each figure counts the images it had)."]
+
+
 def _threat_counts(results: Any, attack: str, level: str, threat: str) -> tuple[int, int]:
     rows = [r for r in results.rows if r.perturbation == attack and r.level == level
             and r.threat_model == threat]
@@ -108,6 +124,7 @@ def _adversarial_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any
                                       "level": level, "convention": conv, "threat_model": threat,
                                       "with_preprocessing": threat != "classifier",
                                       "procedure": key, "models": names, "paper": paper,
+                                      "model_images": _model_images(res, names),
                                       **pooled([c for c in counts if c[1]])})
     return cells + _square_cells(plan, spec, work, cells)
 
@@ -162,6 +179,7 @@ def table_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any]]:
                         if (r.preprocessing != "none") == with_pre}
                 stats = pooled([c for c in counts if c[1]])
                 cells.append({"row": row, "perturbation": perturbation, "level": level or "1-5",
+                              "model_images": _model_images(results, names),
                               "preprocessing": sorted(pres)[0] if pres else "none",
                               "with_preprocessing": with_pre, "procedure": key, "models": names,
                               "paper": _paper(table, row if spec.suite != "clean" else "clean",
@@ -188,7 +206,7 @@ def _markdown(plan: Plan, table: str, cells: list[dict[str, Any]]) -> str:
              "[95 % Wilson interval] (each seed), then the paper's ResNet18 figure. "
              "Test-time preprocessing: smoothing at "
              f"{plan.test_time_sparsity:g} (Blur: its own blur; Table 5: each Fix model's own level).",
-             "", "| row | test-time preprocessing | " + " | ".join(_label(k) for k in keys) + " |",
+             *_images_note(plan, table, cells), "", "| row | test-time preprocessing | " + " | ".join(_label(k) for k in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     by_row: OrderedDict[tuple, dict[str, dict]] = OrderedDict()
     for c in cells:
