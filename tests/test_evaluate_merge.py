@@ -75,6 +75,11 @@ def test_parts_that_do_not_mean_the_same_are_refused(images):
     b = _run(model, x[10:], y[10:], "lowres")
     with pytest.raises(InputError, match="part 1 has eps_convention = 'normalized'"):
         merge_results([a, dataclasses.replace(b, meta={**b.meta, "eps_convention": "normalized"})])
+    old = {k: {kk: vv for kk, vv in v.items() if kk != "eot_samples"} for k, v in b.meta["attacks"].items()}
+    assert merge_results([a, dataclasses.replace(b, meta={**b.meta, "attacks": old})]).rows  # EOT 1
+    eot2 = {k: {**v, "eot_samples": 2} for k, v in b.meta["attacks"].items()}
+    with pytest.raises(InputError, match="part 1 has attacks"):
+        merge_results([a, dataclasses.replace(b, meta={**b.meta, "attacks": eot2})])
     with pytest.raises(InputError, match="part 1 has other rows"):
         merge_results([a, dataclasses.replace(b, rows=b.rows[1:])])
     with pytest.raises(InputError, match="no parts"):

@@ -19,11 +19,21 @@ MERGE_MUST_AGREE = ("suite", "model", "preprocess", "eps_convention", "attacks",
                     "image_size", "eval_seed", "procedure")
 
 
+def _setting(meta: dict[str, Any], key: str) -> Any:
+    """``meta[key]``; for ``attacks``, with ``eot_samples: 1`` where it is not recorded (results
+    written before EOT existed attacked with one sample)."""
+    value = meta.get(key)
+    if key == "attacks" and isinstance(value, dict):
+        value = {name: {"eot_samples": 1, **spec} if isinstance(spec, dict) else spec
+                 for name, spec in value.items()}
+    return value
+
+
 def _check_parts_agree(parts: Sequence[Results]) -> None:
     first = parts[0]
     for i, part in enumerate(parts[1:], start=1):
         for key in MERGE_MUST_AGREE:
-            if first.meta.get(key) != part.meta.get(key):
+            if _setting(first.meta, key) != _setting(part.meta, key):
                 raise InputError(f"cannot merge evaluations: part {i} has {key} = "
                                  f"{part.meta.get(key)!r} but part 0 has {first.meta.get(key)!r}")
         if {r.key for r in part.rows} != {r.key for r in first.rows}:
