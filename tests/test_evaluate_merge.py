@@ -144,3 +144,13 @@ def test_the_extension_images_are_the_complement_of_the_nested_subset(ten_image_
     assert len(rest) == 6 and sorted(labels(small) + labels(rest)) == labels(big)
     assert "not in its 4" in rest.name
     assert np.unique(labels(small)).size == 4                       # stratified: 4 classes
+
+
+def test_a_table_names_the_models_not_yet_on_its_images(ten_image_plan):
+    from virolbi.reproduce.tables import _images_note
+
+    plan, _ = ten_image_plan
+    cells = [{"model_images": {"m": 10}}, {"model_images": {"old": 5, "m": 10}}]
+    assert _images_note(plan, "table4", cells) == [
+        "", "Not yet on the table's images: old on 5 (each figure counts the images it had)."]
+    assert _images_note(plan, "table4", cells[:1]) == []
