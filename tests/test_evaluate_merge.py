@@ -71,8 +71,8 @@ def test_merged_sanity_checks_are_recomputed_from_the_merged_rows(images):
 def test_parts_that_do_not_mean_the_same_are_refused(images):
     x, y = images
     model = _template_matcher(x, y)
-    a = _run(model, x[:10], y[:10], "lowres")
-    b = _run(model, x[10:], y[10:], "lowres")
+    a = _run(model, x[:8], y[:8], "lowres")
+    b = _run(model, x[8:], y[8:], "lowres")
     with pytest.raises(InputError, match="part 1 has eps_convention = 'normalized'"):
         merge_results([a, dataclasses.replace(b, meta={**b.meta, "eps_convention": "normalized"})])
     old = {k: {kk: vv for kk, vv in v.items() if kk != "eot_samples"} for k, v in b.meta["attacks"].items()}
@@ -80,8 +80,10 @@ def test_parts_that_do_not_mean_the_same_are_refused(images):
     eot2 = {k: {**v, "eot_samples": 2} for k, v in b.meta["attacks"].items()}
     with pytest.raises(InputError, match="part 1 has attacks"):
         merge_results([a, dataclasses.replace(b, meta={**b.meta, "attacks": eot2})])
-    with pytest.raises(InputError, match="part 1 has other rows"):
-        merge_results([a, dataclasses.replace(b, rows=b.rows[1:])])
+    # a row only some parts have keeps their counts, and says so
+    partial = merge_results([a, dataclasses.replace(b, rows=b.rows[1:])])
+    assert partial[a.rows[0].key].n == 8 and partial[a.rows[1].key].n == 20
+    assert partial.meta["rows_on_fewer_images"] == [{"row": list(a.rows[0].key), "n": 8}]
     with pytest.raises(InputError, match="no parts"):
         merge_results([])
 
@@ -150,7 +152,12 @@ def test_a_table_names_the_models_not_yet_on_its_images(ten_image_plan):
     from virolbi.reproduce.tables import _images_note
 
     plan, _ = ten_image_plan
-    cells = [{"model_images": {"m": 10}}, {"model_images": {"old": 5, "m": 10}}]
+    cells = [{"model_images": {"m": 10}, "n": 10}, {"model_images": {"old": 5, "m": 10}, "n": 15,
+              "row": "r", "procedure": "fixed"}]
     assert _images_note(plan, "table4", cells) == [
         "", "Not yet on the table's images: old on 5 (each figure counts the images it had)."]
     assert _images_note(plan, "table4", cells[:1]) == []
+    short = [{"row": "PGD 8/255 (pixel)", "threat_model": "adaptive_exact", "procedure": "blur",
+              "n": 4, "model_images": {"m": 10}}]
+    assert "PGD 8/255 (pixel), adaptive: exact gradient" in _images_note(plan, "table4", short)[1]
+    assert ": 4." in _images_note(plan, "table4", short)[1]

@@ -36,14 +36,16 @@ def _check_parts_agree(parts: Sequence[Results]) -> None:
             if _setting(first.meta, key) != _setting(part.meta, key):
                 raise InputError(f"cannot merge evaluations: part {i} has {key} = "
                                  f"{part.meta.get(key)!r} but part 0 has {first.meta.get(key)!r}")
-        if {r.key for r in part.rows} != {r.key for r in first.rows}:
-            raise InputError(f"cannot merge evaluations: part {i} has other rows than part 0")
 
 
 def _merged_rows(parts: Sequence[Results]) -> list[Row]:
+    """Every row of any part, its counts summed over the parts that have it (a row a later
+    version of the suite added is on fewer images: its ``n`` says so)."""
+    keys = list(dict.fromkeys(r.key for p in parts for r in p.rows))
     rows = []
-    for row in parts[0].rows:
-        counts = [p[row.key] for p in parts]
+    for key in keys:
+        counts = [p[key] for p in parts if key in p]
+        row = counts[0]
         if any(r.params != row.params for r in counts):
             raise InputError(f"cannot merge evaluations: row {row.key} has other parameters "
                              "in another part")
@@ -52,10 +54,13 @@ def _merged_rows(parts: Sequence[Results]) -> list[Row]:
     return rows
 
 
-def _merged_meta(parts: Sequence[Results], n: int) -> dict[str, Any]:
+def _merged_meta(parts: Sequence[Results], rows: list[Row], n: int) -> dict[str, Any]:
     meta = dict(parts[0].meta)
     fields = ("dataset", "n", "git_commit", "created", "elapsed_s")
     meta["parts"] = [{k: p.meta.get(k) for k in fields} for p in parts]
+    partial = [{"row": list(r.key), "n": r.n} for r in rows if r.n < n and r.group != "sanity"]
+    if partial:
+        meta["rows_on_fewer_images"] = partial
     meta.update(n=n, dataset_size=n, eval_images=n,
                 elapsed_s=round(sum(float(p.meta.get("elapsed_s") or 0) for p in parts), 3),
                 dataset=f"{len(parts)} disjoint parts, {n} images: see meta.parts")
@@ -68,8 +73,9 @@ def merge_results(parts: Sequence[Results]) -> Results:
     Rows with the same key (perturbation, level, threat model, preprocessing) add their
     ``correct`` and ``n``; the sanity checks (Carlini et al. 2019, §5) are recomputed from the
     merged rows; ``meta.parts`` records each part's dataset, size, commit and time. Parts must
-    agree on every field of :data:`MERGE_MUST_AGREE` and have the same rows, else
-    :class:`InputError`.
+    agree on every field of :data:`MERGE_MUST_AGREE`, else :class:`InputError`. A row that only
+    some parts have (the suite gained a threat model between them) keeps the counts of those
+    parts and is listed in ``meta.rows_on_fewer_images``.
     """
     if not parts:
         raise InputError("cannot merge evaluations: no parts given")
@@ -81,4 +87,4 @@ def merge_results(parts: Sequence[Results]) -> Results:
         pgd_steps = int(parts[0].meta["attacks"]["pgd"]["steps"])
         by_key = {r.key: r for r in rows}
         sanity = sanity_checks(by_key, plan_sanity(rows, pgd_steps), pgd_steps, n)
-    return Results(rows=rows, sanity=sanity, meta=_merged_meta(parts, n))
+    return Results(rows=rows, sanity=sanity, meta=_merged_meta(parts, rows, n))

@@ -79,14 +79,23 @@ def _model_images(results: dict[str, Any], names: list[str]) -> dict[str, int | 
 
 
 def _images_note(plan: Plan, table: str, cells: list[dict[str, Any]]) -> list[str]:
-    """A sentence naming the models evaluated on another number of images than the table's (a
-    cell not yet extended): their figures are on that many."""
+    """Sentences naming the models evaluated on another number of images than the table's (a
+    cell not yet extended), and the figures on fewer images than their models' (a row the suite
+    gained after the first part of an extended cell): each figure counts the images it had."""
     other = {m: k for c in cells for m, k in c.get("model_images", {}).items()
              if k is not None and k != plan.images_of(table)}
-    if not other:
-        return []
-    return ["", "Not yet on the table's images: " + ", ".join(
-        f"{m} on {k}" for m, k in sorted(other.items())) + " (each figure counts the images it had)."]
+    fewer = [f"{c['row']}, {THREAT_LABELS.get(c.get('threat_model'), c.get('threat_model'))}, "
+             f"{_label(c['procedure'])}: {c['n']}" for c in cells if c.get("model_images")
+             and None not in c["model_images"].values()
+             and c["n"] < sum(c["model_images"].values())]
+    lines = []
+    if other:
+        lines += ["", "Not yet on the table's images: " + ", ".join(
+            f"{m} on {k}" for m, k in sorted(other.items())) + " (each figure counts the images it had)."]
+    if fewer:
+        lines += ["", "Figures on fewer images (a threat model added after the first images were "
+                  "evaluated): " + "; ".join(fewer) + "."]
+    return lines
 
 
 def _threat_counts(results: Any, attack: str, level: str, threat: str) -> tuple[int, int]:
