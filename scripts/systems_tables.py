@@ -121,7 +121,7 @@ def cifs() -> list[str]:
     keys = [("clean", "-", "none"), ("fgsm", "8/255", "classifier"), ("pgd", "8/255", "classifier"),
             ("fgsm", "16/255", "classifier"), ("pgd", "16/255", "classifier")]
     out = ["### CIFS against fast adversarial training alone (same network, recipe and budget)", "",
-           "1 000 validation images (the Table 8 images), L∞ on [0, 1] pixels, the classifier "
+           "1 000 validation images (the first 1 000 of the Table 8 images), L∞ on [0, 1] pixels, the classifier "
            "alone, PGD-20 with random start. Thesis (ResNet-18, PGD-10 AT, 120 epochs): AT 84.56 / "
            "PGD-20 46.62; CIFS 83.86 / 51.23.", "",
            "| model | clean | FGSM 8/255 | PGD-20 8/255 | FGSM 16/255 | PGD-20 16/255 |", "|---|---|---|---|---|---|"]

@@ -84,10 +84,14 @@ def _images_note(plan: Plan, table: str, cells: list[dict[str, Any]]) -> list[st
     gained after the first part of an extended cell): each figure counts the images it had."""
     other = {m: k for c in cells for m, k in c.get("model_images", {}).items()
              if k is not None and k != plan.images_of(table)}
-    fewer = [f"{c['row']}, {THREAT_LABELS.get(c.get('threat_model'), c.get('threat_model'))}, "
-             f"{_label(c['procedure'])}: {c['n']}" for c in cells if c.get("model_images")
-             and None not in c["model_images"].values()
-             and c["n"] < sum(c["model_images"].values())]
+    short: OrderedDict[str, int] = OrderedDict()
+    for c in cells:
+        if (c.get("model_images") and None not in c["model_images"].values()
+                and c["n"] < sum(c["model_images"].values())):
+            what = (f"{_label(c['procedure'])}, "
+                    f"{THREAT_LABELS.get(c.get('threat_model'), c.get('threat_model'))}: {c['n']}")
+            short[what] = short.get(what, 0) + 1
+    fewer = [f"{what} images ({k} row{'s' * (k > 1)})" for what, k in short.items()]
     lines = []
     if other:
         lines += ["", "Not yet on the table's images: " + ", ".join(
