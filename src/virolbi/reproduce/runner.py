@@ -109,10 +109,10 @@ def cell_done(path: Path, n_images: int) -> bool:
     return path.is_file() and cell_images(path) in (None, n_images)
 
 
-def _check_cell_images(path: Path, n_images: int) -> None:
-    """A cell already evaluated is reused only when it saw the same number of images (cells are
-    shared between tables, e.g. Table 2 and Table 8); one on fewer images is extended instead."""
-    seen = cell_images(path)
+def _check_cell_images(path: Path, seen: int | None, n_images: int) -> None:
+    """A cell already evaluated (on ``seen`` images) is reused only when it saw the same number of
+    images (cells are shared between tables, e.g. Table 2 and Table 8); one on fewer images is
+    extended instead."""
     if seen is not None and seen > n_images:
         raise InputError(f"{path} was evaluated on {seen} images but this table asks for "
                          f"{n_images}: give the tables that share a model the same eval_images, "
@@ -160,8 +160,9 @@ def _part_chain(parts: Path, n_images: int) -> list[Path]:
     return chain
 
 
-def _extend_cell(plan: Plan, name: str, suite: str, model: nn.Module, n_images: int, out: Path,
-                 shared: dict[str, nn.Module], progress: bool, convention: str | None) -> None:
+def _extend_cell(plan: Plan, name: str, suite: str, model: nn.Module, seen: int, n_images: int,
+                 out: Path, shared: dict[str, nn.Module], progress: bool,
+                 convention: str | None) -> None:
     """Extend a cell evaluated on fewer images to ``n_images``: the stratified subsets are nested,
     so only the images not yet evaluated are, as a part in ``out/parts/images-<a>-<b>``; the
     parts are then merged (:func:`~virolbi.evaluate.merge.merge_results`) into ``out``. The
@@ -171,16 +172,16 @@ def _extend_cell(plan: Plan, name: str, suite: str, model: nn.Module, n_images: 
     from virolbi.evaluate import write_report
     from virolbi.evaluate.merge import merge_results
     from virolbi.evaluate.report import load_results
+    from virolbi.io import load_json
 
-    current = load_results(out / "results.json")
-    seen = current.meta.get("eval_images")
-    if seen is None or current.meta.get("eval_seed") != plan.eval_seed:
+    meta = load_json(out / "results.json").get("meta", {})
+    if meta.get("eval_seed") != plan.eval_seed:
         raise InputError(f"{out / 'results.json'} does not record the images it was evaluated on "
                          f"(eval_images, eval_seed {plan.eval_seed}): move it away to evaluate "
                          f"{n_images} images afresh")
-    parts, seen = out / "parts", int(seen)
+    parts = out / "parts"
     first = parts / f"images-0-{seen}"
-    if "parts" not in current.meta and not (first / "results.json").is_file():
+    if "parts" not in meta and not (first / "results.json").is_file():
         first.mkdir(parents=True, exist_ok=True)      # the unmerged cell becomes the first part
         shutil.copy2(out / "results.json", first / "results.json")
     part = parts / f"images-{seen}-{n_images}"
@@ -202,9 +203,11 @@ def evaluate_cell(plan: Plan, name: str, suite: str, model: nn.Module, data: Any
     """
     out = cell_dir(work, suite, name, convention)
     if (out / "results.json").is_file():
-        _check_cell_images(out / "results.json", len(data))
-        if not cell_done(out / "results.json", len(data)):
-            _extend_cell(plan, name, suite, model, len(data), out, shared, progress, convention)
+        seen = cell_images(out / "results.json")
+        _check_cell_images(out / "results.json", seen, len(data))
+        if seen is not None and seen < len(data):
+            _extend_cell(plan, name, suite, model, seen, len(data), out, shared, progress,
+                         convention)
         return out / "results.json"
     _evaluate_images(plan, name, suite, model, data, out, shared, progress, convention)
     return out / "results.json"

@@ -9,7 +9,7 @@ severities where the paper averages them (Table 1). Every cell names its test-ti
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +84,11 @@ def _images_note(plan: Plan, table: str, cells: list[dict[str, Any]]) -> list[st
     gained after the first part of an extended cell): each figure counts the images it had."""
     other = {m: k for c in cells for m, k in c.get("model_images", {}).items()
              if k is not None and k != plan.images_of(table)}
-    short: OrderedDict[str, int] = OrderedDict()
-    for c in cells:
-        if (c.get("model_images") and None not in c["model_images"].values()
-                and c["n"] < sum(c["model_images"].values())):
-            what = (f"{_label(c['procedure'])}, "
-                    f"{THREAT_LABELS.get(c.get('threat_model'), c.get('threat_model'))}: {c['n']}")
-            short[what] = short.get(what, 0) + 1
+    short = Counter(f"{_label(c['procedure'])}, "
+                    f"{THREAT_LABELS.get(c.get('threat_model'), c.get('threat_model'))}: {c['n']}"
+                    for c in cells if c.get("model_images")
+                    and None not in c["model_images"].values()
+                    and c["n"] < sum(c["model_images"].values()))
     fewer = [f"{what} images ({k} row{'s' * (k > 1)})" for what, k in short.items()]
     lines = []
     if other:
