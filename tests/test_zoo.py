@@ -20,7 +20,8 @@ from virolbi.zoo import (ZOO_DIR, export_weights, list_weights, load_weights, re
 #: The models behind RESULTS.md that must ship (see configs/reproduce/cifar10_fast.yaml).
 REQUIRED = ["fast_cifar10_vanilla_s0", "fast_cifar10_vanilla_s1", "fast_cifar10_blur_s0",
             "fast_cifar10_fixed_s0", "fast_cifar10_fixed_s1", "fast_cifar10_iterative_s0",
-            "fast_cifar10_iterative_s1"]
+            "fast_cifar10_iterative_s1", "fast_cifar10_fast_at_s0", "fast_cifar10_awp_s0",
+            "fast_cifar10_pni_s0", "fast_cifar10_tv_layer_s0"]
 
 
 def _info():
