@@ -240,7 +240,7 @@ def test_baseline_defences_have_their_own_columns_and_paper_figures():
     keys = {m: procedure_key(plan.models[m]) for m in plan.tables["table8"].models}
     assert keys["fast_cifar10_fast_at_s0"] == "fast_at" and keys["fast_cifar10_awp_s0"] == "awp"
     assert keys["fast_cifar10_pni_s0"] == "pni" and keys["fast_cifar10_fixed_s0"] == "fixed"
-    assert keys["fast_cifar10_tv_layer_s0"] == "tv_layer"
+    assert keys["fast_cifar10_tv_layer_s0"] == "tv_layer" and keys["fast_cifar10_pgd_at_s0"] == "pgd_at"
     assert "fast_cifar10_tv_layer_s0" in plan.tables["table1"].models  # the paper's Table 1 column
     assert plan.models["fast_cifar10_pni_s0"].eot_samples > 1          # a random model: EOT
     assert plan.images_of("table8") == plan.images_of("table2")         # they share cells

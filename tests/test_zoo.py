@@ -21,7 +21,7 @@ from virolbi.zoo import (ZOO_DIR, export_weights, list_weights, load_weights, re
 REQUIRED = ["fast_cifar10_vanilla_s0", "fast_cifar10_vanilla_s1", "fast_cifar10_blur_s0",
             "fast_cifar10_fixed_s0", "fast_cifar10_fixed_s1", "fast_cifar10_iterative_s0",
             "fast_cifar10_iterative_s1", "fast_cifar10_fast_at_s0", "fast_cifar10_awp_s0",
-            "fast_cifar10_pni_s0", "fast_cifar10_tv_layer_s0"]
+            "fast_cifar10_pni_s0", "fast_cifar10_tv_layer_s0", "fast_cifar10_pgd_at_s0"]
 
 
 def _info():
