@@ -92,6 +92,7 @@ def test_tiny_reproduction_end_to_end_and_resume(tiny_plan):
     run_tables(plan, ["table1"], work, out, progress=False, train_fn=counting_train)
     assert len(calls) == 2 and result.is_file()
     assert (work / "eval" / "noise" / "t_vanilla" / "results.json").stat().st_mtime_ns == stamp
+    assert not list(work.rglob("partial-evaluation.json"))    # resume files go once cells are done
 
 
 def test_tiny_adversarial_table_with_conventions_and_square(tiny_plan):

@@ -9,7 +9,9 @@ The checkpoint is a ``torch.save``-d dict ``{"model": state_dict, "config": {...
 names the model (key ``model``, ``name`` or ``arch``), ``num_classes``, ``width`` and ``dataset``
 (optional: ``normalize``, ``image_size``, ``model_kwargs``); or a raw state dict together with
 ``--model NAME --width W --num-classes K``. It is read with ``torch.load(weights_only=True)``.
-Writes ``results.json``, ``results.md`` and ``results.png`` to ``--output-dir``.
+Writes ``results.json``, ``results.md`` and ``results.png`` to ``--output-dir``. While it runs, the
+tallies are kept there after every batch (``partial-evaluation.json``): the same command run again
+after an interruption continues from the last finished batch, with the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -234,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     from virolbi.checks import check_unit_interval, resolve_device
     from virolbi.io import check_output_dir
     from virolbi.evaluate import evaluate, get_suite, write_report
+    from virolbi.evaluate.partial import RESUME_FILE
     from virolbi.models.pni import default_eot_samples
 
     if args.suite == "psnr":
@@ -275,8 +278,11 @@ def run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, device=device, seed=args.seed,
                        pgd_steps=args.pgd_steps, sanity=not args.no_sanity, meta=meta,
                        eps_convention=args.eps_convention,
-                       eot_samples=args.eot_samples or default_eot_samples(model))
+                       eot_samples=args.eot_samples or default_eot_samples(model),
+                       resume_file=Path(args.output_dir) / RESUME_FILE)
     paths = write_report(results, args.output_dir)
+    if results.meta.get("resumed_at_batch"):
+        print(f"resumed an interrupted evaluation at batch {results.meta['resumed_at_batch'] + 1}")
     clean = [r for r in results.rows if r.group == "clean"]
     failed = [c.name for c in results.sanity if not c.passed]
     for r in clean:

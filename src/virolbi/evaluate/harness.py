@@ -20,6 +20,7 @@ harness, a (corruption × severity) table out); reports are written by :mod:`vir
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -33,6 +34,7 @@ from virolbi.checks import check_positive_int, resolve_device
 from virolbi.data.subset import balanced_subset
 from virolbi.errors import InputError
 from virolbi.evaluate.data import EvalData
+from virolbi.evaluate.partial import ResumeFile, fingerprint
 from virolbi.evaluate.results import NO_PREPROCESSING, Results, Row, _Key
 from virolbi.evaluate.sanity_plan import LARGE_EPS, SanityRun, plan_sanity, sanity_checks
 from virolbi.provenance import run_metadata
@@ -96,6 +98,31 @@ def _attack(name: str, eps: Any, steps: int, step_size: float | None,
     raise InputError(f"unknown attack {name!r}; expected fgsm or pgd")
 
 
+def _select_indices(data: EvalData, limit: int | None, seed: int) -> np.ndarray:
+    """The images evaluated: all of them, or ``limit`` of them, stratified by class where the labels
+    are known (else uniformly), drawn with ``seed`` and kept in dataset order."""
+    if limit is None or limit >= data.length:
+        return np.arange(data.length)
+    labels = data.labels()
+    if labels is not None:
+        return balanced_subset(labels, limit, seed)
+    return np.sort(np.random.default_rng(seed).choice(data.length, size=limit, replace=False))
+
+
+def _skipped_threat_models(preprocess: Any, specs: Sequence[PerturbationSpec]) -> list[str]:
+    """The threat models of ``specs`` that this preprocessor cannot be attacked in, and why."""
+    skipped: list[str] = []
+    if preprocess is not None and not hasattr(preprocess, "forward_with_labels"):
+        if any(ThreatModel.ADAPTIVE_BPDA_PARTITION.value in s.threat_models for s in specs):
+            skipped.append(f"{ThreatModel.ADAPTIVE_BPDA_PARTITION.value}: the preprocessor has no "
+                           "forward_with_labels")
+    if preprocess is not None and not getattr(preprocess, "differentiable", False):
+        if any(ThreatModel.ADAPTIVE_EXACT.value in s.threat_models for s in specs):
+            skipped.append(f"{ThreatModel.ADAPTIVE_EXACT.value}: the preprocessor is not "
+                           "differentiable (attacked through BPDA instead)")
+    return skipped
+
+
 # -------------------------------------------------------------------------------------- evaluate
 
 def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[PerturbationSpec] = "paper",
@@ -104,7 +131,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
              pgd_steps: int = 20, pgd_step_size: float | None = None, progress: bool = True,
              sanity: bool = True, preprocess_name: str | None = None,
              meta: dict | None = None, eps_convention: str = "pixel",
-             eot_samples: int = 1) -> Results:
+             eot_samples: int = 1, resume_file: str | os.PathLike | None = None) -> Results:
     r"""Accuracy of a classifier under every perturbation of a suite, without and with preprocessing.
 
     For every spec of the suite and every batch, the perturbed images :math:`T(x)` are classified
@@ -163,6 +190,12 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         Every attack gradient (and PGD's choice of restart) averages this many forward passes
         (EOT, Athalye et al. 2018): for randomised models such as PNI (:mod:`virolbi.models.pni`)
         or a random preprocessing. Recorded in ``meta["attacks"]``.
+    resume_file : str or os.PathLike, optional
+        Keep the running tallies here after every batch (:mod:`virolbi.evaluate.partial`): called
+        again with the same arguments after an interruption, the evaluation continues from the
+        next batch and gives the numbers of an uninterrupted run (``meta["resumed_at_batch"]``
+        says where it continued). A file recorded for other images, settings or weights is not
+        resumed. Removed when the evaluation completes.
 
     Returns
     -------
@@ -203,13 +236,7 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     dev = resolve_device(device, "device")
     data = EvalData(dataset)
 
-    rng = np.random.default_rng(seed)
-    if limit is not None and limit < data.length:  # stratified by class where labels are known
-        labels = data.labels()
-        indices = (balanced_subset(labels, limit, seed) if labels is not None
-                   else np.sort(rng.choice(data.length, size=limit, replace=False)))
-    else:
-        indices = np.arange(data.length)
+    indices = _select_indices(data, limit, seed)
     n = len(indices)
     probe, _ = data.batch(indices[:1])
     size = tuple(probe.shape[-2:])
@@ -223,20 +250,19 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     work: list[PerturbationSpec | SanityRun] = list(specs) + list(plan.runs if plan else ())
 
     pname = (preprocess_name or _preprocess_name(preprocess)) if preprocess is not None else None
-    skipped: list[str] = []
-    if preprocess is not None and not hasattr(preprocess, "forward_with_labels"):
-        if any(ThreatModel.ADAPTIVE_BPDA_PARTITION.value in s.threat_models for s in specs):
-            skipped.append(f"{ThreatModel.ADAPTIVE_BPDA_PARTITION.value}: the preprocessor has no "
-                           "forward_with_labels")
-    if preprocess is not None and not getattr(preprocess, "differentiable", False):
-        if any(ThreatModel.ADAPTIVE_EXACT.value in s.threat_models for s in specs):
-            skipped.append(f"{ThreatModel.ADAPTIVE_EXACT.value}: the preprocessor is not "
-                           "differentiable (attacked through BPDA instead)")
+    skipped = _skipped_threat_models(preprocess, specs)
     generators = {(w.perturbation, w.level): torch.Generator().manual_seed(
         _spec_seed(seed, w.perturbation, w.level)) for w in work}
 
     counts: dict[_Key, list] = {}
     radius_of = _radius_function(model, eps_convention)
+    settings = {"batch_size": batch_size, "seed": seed, "pgd_steps": pgd_steps,
+                "pgd_step_size": pgd_step_size, "eps_convention": eps_convention,
+                "eot_samples": eot_samples, "preprocess": pname, "dataset_size": data.length}
+    resume = (ResumeFile(resume_file, fingerprint(model, preprocess, indices, work, settings))
+              if resume_file is not None else None)
+    spec_of = {(w.perturbation, w.level): w for w in work}
+    first, elapsed = resume.restore(counts, generators, spec_of) if resume else (0, 0.0)
 
     def tally(spec: PerturbationSpec | SanityRun, threat: str, pre: str, logits: Tensor, y: Tensor,
               params: dict) -> None:
@@ -245,35 +271,39 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         entry[0] += int((logits.argmax(dim=1) == y).sum())
         entry[1] += int(y.numel())
 
+    def run_batch(x: Tensor, y: Tensor, spec: PerturbationSpec | SanityRun) -> None:
+        gen = generators[(spec.perturbation, spec.level)]
+        if isinstance(spec, SanityRun):
+            _evaluate_sanity_run(model, spec, pgd_step_size, gen, x, y, tally, radius_of, eot_samples)
+        elif spec.group == "adversarial":
+            _evaluate_attack(model, preprocess, pname, spec, pgd_steps, pgd_step_size, gen, x, y,
+                             tally, radius_of, eot_samples)
+        else:
+            with torch.no_grad():
+                xp = _apply(spec, x, gen)
+                tally(spec, NO_THREAT, NO_PREPROCESSING, model(xp), y, {})
+                if preprocess is not None:
+                    xin = xp.clamp(0.0, 1.0)  # frequency components leave [0, 1]
+                    tally(spec, NO_THREAT, pname, model(preprocess(xin)), y, {})
+
     was_training = model.training
-    start = time.perf_counter()
+    start = time.perf_counter() - elapsed
     model.to(dev).eval()
     if isinstance(preprocess, nn.Module):
         preprocess.to(dev).eval()
     batches = [indices[i:i + batch_size] for i in range(0, n, batch_size)]
-    bar = tqdm(total=len(batches) * len(work), desc="evaluate", unit="step",
-               disable=None if progress else True)
+    bar = tqdm(total=len(batches) * len(work), initial=first * len(work), desc="evaluate",
+               unit="step", disable=None if progress else True)
     try:
-        for idx in batches:
-            x, y = data.batch(idx)
+        for b in range(first, len(batches)):
+            x, y = data.batch(batches[b])
             x, y = x.to(dev, torch.float32), y.to(dev)
             for spec in work:
                 bar.set_postfix_str(f"{spec.perturbation} {spec.level}", refresh=False)
-                gen = generators[(spec.perturbation, spec.level)]
-                if isinstance(spec, SanityRun):
-                    _evaluate_sanity_run(model, spec, pgd_step_size, gen, x, y, tally, radius_of,
-                                         eot_samples)
-                elif spec.group == "adversarial":
-                    _evaluate_attack(model, preprocess, pname, spec, pgd_steps, pgd_step_size, gen, x,
-                                     y, tally, radius_of, eot_samples)
-                else:
-                    with torch.no_grad():
-                        xp = _apply(spec, x, gen)
-                        tally(spec, NO_THREAT, NO_PREPROCESSING, model(xp), y, {})
-                        if preprocess is not None:
-                            xin = xp.clamp(0.0, 1.0)  # frequency components leave [0, 1]
-                            tally(spec, NO_THREAT, pname, model(preprocess(xin)), y, {})
+                run_batch(x, y, spec)
                 bar.update(1)
+            if resume is not None:
+                resume.save(b + 1, counts, generators, time.perf_counter() - start)
     finally:
         bar.close()
         model.train(was_training)
@@ -304,7 +334,11 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         "elapsed_s": round(elapsed, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
+    if first:
+        info["resumed_at_batch"] = first
     info.update(meta or {})
+    if resume is not None:
+        resume.remove()
     return Results(rows=list(rows.values()), sanity=checks, meta=info)
 
 

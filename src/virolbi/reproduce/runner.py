@@ -3,7 +3,9 @@ weights), evaluate it on the plan's images, and write the table.
 
 Everything is resumable: a training continues from its last epoch (the trainer's ``last.pt``), an
 evaluation already written (``<work>/eval/<suite>/<model>/results.json``) is read back, so an
-interrupted ``virolbi reproduce`` continues where it stopped. Test-time smoothing of perturbed
+interrupted ``virolbi reproduce`` continues where it stopped; an evaluation interrupted midway
+continues from its last finished batch (``<work>/eval/<suite>/<model>/partial-evaluation.json``,
+:mod:`virolbi.evaluate.partial`), with the numbers of an uninterrupted run. Test-time smoothing of perturbed
 images that do not depend on the model (noise, low resolution, frequency) is computed once and
 shared by all models of a run (a :class:`~virolbi.attacks.square.PerImageCache`).
 """
@@ -124,6 +126,7 @@ def _evaluate_images(plan: Plan, name: str, suite: str, model: nn.Module, data: 
     """Run the suite on ``data`` and write the report to ``out``; the Results."""
     from virolbi.evaluate import evaluate, write_report
     from virolbi.evaluate.harness import _preprocess_name
+    from virolbi.evaluate.partial import RESUME_FILE
 
     pre = _preprocess_for(plan, name, suite, shared)
     inner = pre.inner if isinstance(pre, PerImageCache) else pre
@@ -135,7 +138,8 @@ def _evaluate_images(plan: Plan, name: str, suite: str, model: nn.Module, data: 
                        preprocess_name=_preprocess_name(inner) if inner is not None else None,
                        batch_size=250, seed=plan.eval_seed, progress=progress, sanity=True,
                        meta=meta, eps_convention=convention or "pixel", pgd_steps=plan.pgd_steps,
-                       eot_samples=plan.models[name].eot_samples)
+                       eot_samples=plan.models[name].eot_samples,
+                       resume_file=out / RESUME_FILE)
     write_report(results, out)
     return results
 
