@@ -135,7 +135,7 @@ def test_a_file_for_other_settings_or_weights_is_not_resumed(data, reference, tm
     assert model.calls == total_calls and "resumed_at_batch" not in res.meta
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"format": "other/9"}),
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"format": "other/9"}),
                                      json.dumps({"format": FORMAT})])
 def test_an_unreadable_file_is_set_aside_with_a_warning(data, reference, tmp_path, content):
     ref, total_calls = reference
@@ -154,6 +154,16 @@ def test_a_fingerprint_with_a_corrupt_state_is_set_aside(data, reference, tmp_pa
     _interrupt(NoisyNet(), data, path, total_calls)
     state = json.loads(path.read_text())
     state["generators"][0][1] = "@@not base64@@"
+    path.write_text(json.dumps(state))
+    model = NoisyNet()
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="not resumed"):
+        res = _run(model, data, path)
+    assert _table(res) == _table(ref) and model.calls == total_calls
+
+    _interrupt(NoisyNet(), data, path, total_calls)
+    state = json.loads(path.read_text())
+    state["batches_done"] = 9                                   # more batches than there are
     path.write_text(json.dumps(state))
     model = NoisyNet()                 # built before seeding: its layers' init draws from torch's
     torch.manual_seed(0)

@@ -261,8 +261,10 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
                 "eot_samples": eot_samples, "preprocess": pname, "dataset_size": data.length}
     resume = (ResumeFile(resume_file, fingerprint(model, preprocess, indices, work, settings))
               if resume_file is not None else None)
+    batches = [indices[i:i + batch_size] for i in range(0, n, batch_size)]
     spec_of = {(w.perturbation, w.level): w for w in work}
-    first, elapsed = resume.restore(counts, generators, spec_of) if resume else (0, 0.0)
+    first, elapsed = (resume.restore(counts, generators, spec_of, len(batches)) if resume
+                      else (0, 0.0))
 
     def tally(spec: PerturbationSpec | SanityRun, threat: str, pre: str, logits: Tensor, y: Tensor,
               params: dict) -> None:
@@ -291,7 +293,6 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     model.to(dev).eval()
     if isinstance(preprocess, nn.Module):
         preprocess.to(dev).eval()
-    batches = [indices[i:i + batch_size] for i in range(0, n, batch_size)]
     bar = tqdm(total=len(batches) * len(work), initial=first * len(work), desc="evaluate",
                unit="step", disable=None if progress else True)
     try:

@@ -97,27 +97,31 @@ class ResumeFile:
         self.fingerprint = fingerprint
 
     def restore(self, counts: dict, generators: dict[tuple, torch.Generator],
-                spec_of: dict[tuple, Any]) -> tuple[int, float]:
+                spec_of: dict[tuple, Any], n_batches: int) -> tuple[int, float]:
         """Fill ``counts`` (row key -> [correct, total, spec, params]) and the generators from the
-        file; return (batches already done, seconds spent). (0, 0.0) and nothing changed when there
-        is no usable file."""
+        file of an evaluation of ``n_batches`` batches; return (batches already done, seconds
+        spent). (0, 0.0) and nothing changed when there is no usable file."""
         if not self.path.is_file():
             return 0, 0.0
         try:
             state = json.loads(self.path.read_text())
-            done, elapsed = self._unpack(state, counts, generators, spec_of)
-        except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
+            done, elapsed = self._unpack(state, counts, generators, spec_of, n_batches)
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, OSError) as exc:
             counts.clear()
             warnings.warn(f"{self.path}: not resumed ({exc}); evaluating from the first batch",
                           stacklevel=3)
             return 0, 0.0
         return done, elapsed
 
-    def _unpack(self, state: dict, counts: dict, generators: dict, spec_of: dict) -> tuple[int, float]:
+    def _unpack(self, state: dict, counts: dict, generators: dict, spec_of: dict,
+                n_batches: int) -> tuple[int, float]:
         if state.get("format") != FORMAT:
             raise ValueError(f"format {state.get('format')!r} is not {FORMAT!r}")
         if state.get("fingerprint") != self.fingerprint:
             raise ValueError("it was recorded for other images, settings or weights")
+        done, elapsed = int(state["batches_done"]), float(state["elapsed_s"])
+        if not 0 < done <= n_batches:
+            raise ValueError(f"batches_done {done} is not in 1..{n_batches}")
         keys = [tuple(k) for k, _ in state["generators"]]
         if keys != list(generators):
             raise ValueError("its generators do not match the specs")
@@ -136,7 +140,7 @@ class ResumeFile:
             gen.set_state(s)
         torch.set_rng_state(torch_state)
         counts.update(restored)
-        return int(state["batches_done"]), float(state["elapsed_s"])
+        return done, elapsed
 
     def save(self, batches_done: int, counts: dict, generators: dict[tuple, torch.Generator],
              elapsed: float) -> None:
