@@ -27,12 +27,11 @@ PLAN = ROOT / "configs" / "reproduce" / "cifar10_fast.yaml"
 STEPS = (20, 100)
 
 
-def evaluate_one(name: str, steps: int, smoothing: bool, images: int, convention: str):
+def evaluate_one(plan, name: str, steps: int, smoothing: bool, images: int, convention: str):
     """The harness's results for one model and step count (read back when already written)."""
     from virolbi.evaluate import PerturbationSpec, evaluate, write_report
     from virolbi.evaluate.partial import RESUME_FILE
     from virolbi.evaluate.report import load_results
-    from virolbi.reproduce import load_plan
     from virolbi.reproduce.runner import eval_dataset
     from virolbi.smoother import ViRoLBI
     from virolbi.zoo import load_weights
@@ -40,7 +39,6 @@ def evaluate_one(name: str, steps: int, smoothing: bool, images: int, convention
     out = OUT / name / f"pgd{steps}"
     if (out / "results.json").is_file():
         return load_results(out / "results.json")
-    plan = load_plan(PLAN)
     threats = ("classifier", "adaptive_bpda_partition") if smoothing else ("classifier",)
     spec = PerturbationSpec("pgd", "8/255", 8 / 255, "adversarial", threats)
     pre = ViRoLBI(sparsity=plan.test_time_sparsity) if smoothing else None
@@ -80,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     from virolbi.io import save_json, save_text
+    from virolbi.reproduce import load_plan
 
+    plan = load_plan(PLAN)
     rows = []
     for name in args.models:
-        found = {s: evaluate_one(name, s, name in args.smoothing, args.images, args.convention)
+        found = {s: evaluate_one(plan, name, s, name in args.smoothing, args.images, args.convention)
                  for s in STEPS}
         for r20 in found[20].rows:
             if r20.perturbation != "pgd":

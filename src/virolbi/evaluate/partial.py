@@ -107,7 +107,6 @@ class ResumeFile:
             state = json.loads(self.path.read_text())
             done, elapsed = self._unpack(state, counts, generators, spec_of, n_batches)
         except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, OSError) as exc:
-            counts.clear()
             warnings.warn(f"{self.path}: not resumed ({exc}); evaluating from the first batch",
                           stacklevel=3)
             return 0, 0.0
