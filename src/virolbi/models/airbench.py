@@ -33,7 +33,10 @@ from torch import nn
 from virolbi.checks import check_positive
 from virolbi.errors import InputError
 
-__all__ = ["AirbenchNet", "PatchWhitening", "ConvGroup", "airbench", "AIRBENCH_WIDTHS"]
+__all__ = ["AirbenchNet", "PatchWhitening", "ConvGroup", "airbench", "AIRBENCH_WIDTHS", "STEMS"]
+
+#: The first layer's kinds (:class:`AirbenchNet`'s ``stem``).
+STEMS = ("whiten", "plain")
 
 #: Block widths of airbench94 at ``width=1``.
 AIRBENCH_WIDTHS = (64, 256, 256)
@@ -155,6 +158,12 @@ class AirbenchNet(nn.Module):
         weakest patch directions (eigenvalues ~1e-4 on CIFAR-10) are amplified ~40x at 5e-4; a
         larger value (0.1) keeps high-frequency directions small, as in an unwhitened network,
         which adversarial training needs (RESULTS.md, Table 8 notes).
+    stem : {"whiten", "plain"}
+        ``"whiten"`` (default): the frozen patch-whitening stem above. ``"plain"``: an ordinary
+        trainable 2×2 convolution with the same 24 output channels and PyTorch's default
+        initialisation, so no input direction is amplified by construction (the ablation of
+        RESULTS.md, "Does the finding depend on the stem?"). ``whiten_eps`` and
+        ``whiten_bias_epochs`` then have no effect.
     csc : bool or dict
         Replace the patch-whitening stem by a CSC layer (:class:`~virolbi.models.csc.CSCLayer`,
         SDNet's convolutional sparse coding, Li et al. 2022) with as many atoms as the whitening
@@ -165,7 +174,7 @@ class AirbenchNet(nn.Module):
                  scale: float = 1 / 9, bn_momentum: float = 0.4,
                  whiten_bias_epochs: int | None = 3, tv_layer: float | None = None,
                  cifs: bool | dict | None = None, csc: bool | dict | None = None,
-                 whiten_eps: float = 5e-4) -> None:
+                 whiten_eps: float = 5e-4, stem: str = "whiten") -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1:
@@ -173,6 +182,10 @@ class AirbenchNet(nn.Module):
         self.whiten: nn.Module = PatchWhitening(3, 2, eps=check_positive(whiten_eps, "whiten_eps"),
                                                 bias_epochs=whiten_bias_epochs)
         cin = self.whiten.out_channels
+        if stem not in STEMS:
+            raise InputError(f"airbench stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        if stem == "plain":
+            self.whiten = nn.Conv2d(3, cin, kernel_size=2, padding=0, bias=True)
         if csc is not None and csc is not False:
             from virolbi.models.csc import CSCLayer
 

@@ -96,10 +96,10 @@ def list_models() -> list[str]:
 def _airbench(num_classes: int, *, width: float = 1.0, image_size: object = None,
               widths: Any = (64, 256, 256), scale: float = 1 / 9, bn_momentum: float = 0.4,
               whiten_bias_epochs: Any = 3, tv_layer: Any = None, cifs: Any = None,
-              csc: Any = None, whiten_eps: float = 5e-4) -> nn.Module:
+              csc: Any = None, whiten_eps: float = 5e-4, stem: str = "whiten") -> nn.Module:
     return airbench(num_classes, width=width, widths=widths, scale=scale, bn_momentum=bn_momentum,
                     whiten_bias_epochs=whiten_bias_epochs, tv_layer=tv_layer, cifs=cifs, csc=csc,
-                    whiten_eps=whiten_eps)
+                    whiten_eps=whiten_eps, stem=stem)
 
 
 @register("odenet_small", default_stats="cifar10")

@@ -102,7 +102,8 @@ def defence_key(cfg: dict[str, Any]) -> str | None:
 def procedure_key(spec: ModelSpec) -> str:
     """``vanilla``, ``blur``, ``iterative`` or ``fixed<level>`` (``fixed`` at 0.6) of a model; a
     baseline defence (:func:`defence_key`) on Vanilla is named by itself, on another procedure
-    as ``procedure+defence``.
+    as ``procedure+defence``; a network with another first layer than the patch whitening gains
+    ``+<stem>_stem`` (``vanilla+plain_stem``).
 
     Examples
     --------
@@ -117,9 +118,11 @@ def procedure_key(spec: ModelSpec) -> str:
     if proc["name"] == "fixed" and abs(proc["sparsity"] - 0.6) > 1e-9:
         key = f"fixed{proc['sparsity']:g}"
     defence = defence_key(cfg)
-    if defence is None:
-        return key
-    return defence if key == "vanilla" else f"{key}+{defence}"
+    if defence is not None:
+        key = defence if key == "vanilla" else f"{key}+{defence}"
+    if (cfg["model"].get("kwargs") or {}).get("stem", "whiten") != "whiten":
+        key = f"{key}+{cfg['model']['kwargs']['stem']}_stem"
+    return key
 
 
 def _root_of(path: Path) -> Path:

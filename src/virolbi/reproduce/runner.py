@@ -73,7 +73,7 @@ def _preprocess_for(plan: Plan, name: str, suite: str, shared: dict[str, nn.Modu
     from virolbi.perturb import GaussianBlur, blur_params_for
     from virolbi.smoother import ViRoLBI
 
-    key = procedure_key(plan.models[name])
+    key = procedure_key(plan.models[name]).split("+")[0]
     if key == "blur":
         return GaussianBlur(*blur_params_for(32))
     level = plan.test_time_sparsity

@@ -30,7 +30,7 @@ THREAT_LABELS = {"classifier": "none (attack and classify f)",
 PROCEDURE_LABELS = {"vanilla": "Vanilla", "blur": "Blur", "fixed": "Fix 0.6",
                     "iterative": "Iterative", "fast_at": "Fast AT", "pgd_at": "PGD AT",
                     "awp": "AWP", "sat": "SAT", "trades": "TRADES", "pni": "PNI", "tv_layer": "TV layer",
-                    "cifs": "Fast AT + CIFS"}
+                    "cifs": "Fast AT + CIFS", "plain_stem": "plain stem"}
 
 #: Per suite: the row keys (perturbation, level or None for all levels) in the paper's order.
 _ROWS = {
@@ -43,6 +43,9 @@ _ROWS = {
 
 
 def _label(key: str) -> str:
+    """A procedure key's row label; the parts of ``a+b`` keys are labelled one by one."""
+    if "+" in key:
+        return " + ".join(_label(part) for part in key.split("+"))
     return PROCEDURE_LABELS.get(key, f"Fix {key[len('fixed'):]}" if key.startswith("fixed") else key)
 
 
