@@ -484,3 +484,18 @@ def test_unreadable_checkpoints_get_one_line_without_unsafe_advice(tmp_path):
         msg = str(err.value)
         assert why in msg and name in msg and "\n" not in msg
         assert "weights_only" not in msg and "trust" not in msg
+
+
+def test_the_package_requires_a_torch_whose_weights_only_loading_is_safe():
+    """Checkpoints are read with ``torch.load(weights_only=True)``, which torch < 2.6 lets a crafted
+    file bypass (CVE-2025-32434): the declared requirement must exclude those versions."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    torch_reqs = [r for r in project["project"]["dependencies"] if re.match(r"torch\b", r)]
+    assert len(torch_reqs) == 1, torch_reqs
+    floor = re.fullmatch(r"torch\s*>=\s*(\d+)\.(\d+)(?:\.\d+)?", torch_reqs[0].strip())
+    assert floor is not None, torch_reqs[0]
+    assert (int(floor.group(1)), int(floor.group(2))) >= (2, 6)
