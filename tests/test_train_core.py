@@ -372,6 +372,59 @@ def test_cli_train_small(tmp_path, capsys, data, monkeypatch):
     assert (run_dir / "last.pt").read_bytes() == b"a previous training"
 
 
+@pytest.mark.parametrize("override, typed", [
+    ("model.name=resnet9000", "model.name 'resnet9000' is not a model"),
+    ("model.name='torchvision:'", "model.name 'torchvision:' is not a model"),
+    ("data.name=cifar11", "data.name 'cifar11' is neither a data set"),
+    ("data.val_split=validation", "data.val_split must be train, val or test"),
+    ("procedure.name=smooth", "procedure.name must be one of"),
+    ("optim.name=adam", "optim.name must be 'sgd' or 'adamw'"),
+])
+def test_cli_train_resolves_every_name_before_any_work(tmp_path, capsys, monkeypatch, override,
+                                                       typed):
+    """Issue #30 item 2: a wrong name on top of the fast recipe failed only after the data set was
+    smoothed, and --print-config accepted it. Now: one line, exit 2, the trainer never starts."""
+    from virolbi.cli import main
+    from virolbi.train import trainer
+
+    started = []
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: started.append(1))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"defaults: [{ROOT / 'configs/fast/cifar10_iterative.yaml'}]\n")
+    out = tmp_path / "run"
+    for extra in (["--print-config"], ["--output-dir", str(out)]):
+        assert main(["train", "--config", str(cfg), override, *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("virolbi train: error: ")
+        assert typed in err and "Traceback" not in err
+    assert started == [] and not out.exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"),
+    ("# only a comment\n", "is empty"),
+    ("model: {name: airbench\noptim: [1,\n", "is not valid YAML (line 2, column"),
+    ("optim:\n  lr: 0.1\n   epochs: 3\n", "is not valid YAML (line 3, column"),
+])
+def test_cli_train_refuses_an_empty_or_malformed_config_in_one_line(tmp_path, capsys,
+                                                                     monkeypatch, text, message):
+    """An empty file silently trained a default ResNet18; a malformed one gave six lines."""
+    from virolbi.cli import main
+    from virolbi.train import trainer
+
+    started = []
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: started.append(1))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    for extra in ([], ["--print-config"]):
+        assert main(["train", "--config", str(cfg), "--output-dir", str(tmp_path / "run"),
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"virolbi train: error: {cfg} {message}" in err
+    assert started == [] and not (tmp_path / "run").exists()
+
+
 def test_cli_subprocess_print_config():
     import subprocess
     import sys

@@ -14,6 +14,7 @@ every run can be repeated from its own output folder.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,7 +24,8 @@ import yaml
 from virolbi.errors import InputError
 
 __all__ = ["DEFAULTS", "FREE_FORM", "PROCEDURES", "load_config", "merge", "apply_overrides",
-           "config_task", "parse_override", "resolve_config", "validate_config", "save_config", "config_to_yaml"]
+           "config_task", "parse_override", "resolve_config", "validate_config", "save_config", "config_to_yaml",
+           "check_names"]
 
 PROCEDURES = ("vanilla", "blur", "fixed", "iterative")
 
@@ -146,15 +148,28 @@ def _find(path: Path) -> Path:
     return path
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong with a YAML text and where, in one line (PyYAML's own message spans several,
+    with the offending line quoted)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping; a missing, malformed or empty file is one line (an empty file would
+    otherwise silently train the defaults)."""
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {exc}") from None
+        raise InputError(f"{path} is not valid YAML ({_yaml_problem(exc)})") from None
     if data is None:
-        return {}
+        raise InputError(f"{path} is empty: a config names at least what to train (e.g. "
+                         "'defaults: [../base/fast]', or model:, procedure: and data: sections)")
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -258,6 +273,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Check keys and values of a full configuration; return it (a plain dict)."""
     cfg = dict(config)
     _check_keys(cfg, DEFAULTS)
+    check_names(cfg)
     proc = cfg["procedure"]
     if proc["name"] not in PROCEDURES:
         raise InputError(f"procedure.name must be one of {', '.join(PROCEDURES)}, got "
@@ -301,6 +317,58 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
         raise InputError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
     return cfg
+
+
+def check_names(cfg: Mapping[str, Any]) -> None:
+    """Resolve every name of a configuration before any work: the model (a registered model, or
+    ``torchvision:``/``timm:`` with that library installed and knowing the architecture), the data
+    set (a known name or an existing path) and its splits. The procedure, optimiser, scheduler and
+    adversarial method are checked with their options (:func:`validate_config`).
+
+    Examples
+    --------
+    >>> check_names(merge(DEFAULTS, {"model": {"name": "resnet9000"}}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    virolbi.errors.InputError: model.name 'resnet9000' is not a model; expected one of airbench, ...
+    """
+    _check_model_name(cfg["model"]["name"])
+    from virolbi.data import DATASETS
+
+    d = cfg["data"]
+
+    name = d["name"]
+    if not isinstance(name, str) or not (name.lower() in DATASETS or Path(name).expanduser().exists()):
+        raise InputError(f"data.name {name!r} is neither a data set ({', '.join(DATASETS)}) nor "
+                         "an existing folder or archive")
+    for key in ("train_split", "val_split"):
+        split = d[key]
+        if not (split in ("train", "val", "test") or (key == "val_split" and not split)):
+            raise InputError(f"data.{key} must be train, val or test"
+                             f"{' (or null: no validation)' if key == 'val_split' else ''}, "
+                             f"got {split!r}")
+
+
+def _check_model_name(name: Any) -> None:
+    """``model.name``: a registered model, or ``torchvision:<arch>`` / ``timm:<arch>`` whose library
+    is installed and knows ``arch`` (nothing is built or downloaded)."""
+    from virolbi.models import list_models  # not at the top: virolbi.models imports virolbi.train
+
+    known = list_models()
+    if isinstance(name, str) and name in known:
+        return
+    lib, sep, arch = str(name).partition(":")
+    if not (isinstance(name, str) and sep and lib in ("torchvision", "timm") and arch):
+        raise InputError(f"model.name {name!r} is not a model; expected one of {', '.join(known)}, "
+                         "torchvision:<name> or timm:<name>")
+    try:
+        module = importlib.import_module("torchvision.models" if lib == "torchvision" else "timm")
+    except ImportError:
+        raise InputError(f"model.name {name!r} needs {lib}, which is not installed (pip install "
+                         "virolbi[vision])") from None
+    found = arch in module.list_models() if lib == "torchvision" else module.is_model(arch)
+    if not found:
+        raise InputError(f"model.name {name!r}: {lib} has no model {arch!r}")
 
 
 def _validate_recipe(cfg: dict) -> None:
