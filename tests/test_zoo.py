@@ -127,3 +127,30 @@ def test_cli_weights_list_and_evaluate_by_name(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", "fast_cifar10_vanilla_s0", "--model", "resnet18",
                  "--data", "cifar10-jpeg", "--output-dir", str(tmp_path / "x")]) == 2
     assert "shipped model" in capsys.readouterr().err
+
+
+def test_cli_verify_checks_every_file_and_names_every_bad_one(tmp_path, capsys):
+    """Issue #30 item 4: verify stopped at the first bad file. Three files, the second missing and
+    the third altered: all three are reported, and the one error line names both bad files."""
+    from virolbi.cli import main
+
+    torch.manual_seed(0)
+    net = create_model("airbench", 10, width=0.125).eval()
+    info = {**_info(), "val_acc_float32": 0.5, "val_acc_float16": 0.5}  # what `list` prints
+    for name in ("a_good", "b_missing", "c_altered"):
+        export_weights(net, name, info, zoo_dir=tmp_path)
+    (tmp_path / "b_missing.safetensors").unlink()
+    altered = tmp_path / "c_altered.safetensors"
+    data = bytearray(altered.read_bytes())
+    data[-3] ^= 0xFF
+    altered.write_bytes(bytes(data))
+
+    assert main(["weights", "verify", "--zoo-dir", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    status = {line.split("\t")[0]: line.split("\t")[-1] for line in captured.out.splitlines()}
+    assert status == {"a_good": "ok", "b_missing": "MISSING",
+                      "c_altered": "DOES NOT MATCH ITS CHECKSUM"}
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("virolbi weights: error: 2 of 3 shipped weight files")
+    assert f"{tmp_path / 'b_missing.safetensors'} (missing)" in err[0]
+    assert f"{altered} (does not match its checksum)" in err[0]

@@ -43,7 +43,7 @@ def _quality(entry: dict, dtype: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from virolbi.errors import InputError
-    from virolbi.zoo import list_weights, verify_weights, weights_info
+    from virolbi.zoo import list_weights, weights_info, weights_problem
 
     if args.action == "export":
         if not args.run_dir or not args.name:
@@ -58,14 +58,21 @@ def run(args: argparse.Namespace) -> int:
               f"(float32) / {_quality(entry, 'float16')} (float16)")
         return 0
     names = list_weights(args.zoo_dir)
+    bad = []
     for name in names:
         entry = weights_info(name, args.zoo_dir)
-        if args.action == "verify":
-            verify_weights(name, args.zoo_dir)
+        status = ""
+        if args.action == "verify":  # every file is checked, and every bad one named
+            path, problem = weights_problem(name, args.zoo_dir)
+            status = f"\t{problem.upper() if problem else 'ok'}"
+            if problem:
+                bad.append(f"{path} ({problem})")
         print(f"{name}\t{entry['model']['name']} x{entry['model']['width']:g}\t"
               f"{entry['procedure'].get('name', '?')}\tseed {entry.get('seed')}\t"
-              f"{_quality(entry, entry['dtype'])}\t{entry['dtype']}"
-              + ("\tok" if args.action == "verify" else ""))
+              f"{_quality(entry, entry['dtype'])}\t{entry['dtype']}{status}")
     if not names:
         print("no shipped weights")
+    if bad:
+        raise InputError(f"{len(bad)} of {len(names)} shipped weight files failed verification: "
+                         + "; ".join(bad))
     return 0

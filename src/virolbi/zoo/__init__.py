@@ -23,7 +23,7 @@ import torch
 from virolbi.data.cache import file_sha256 as _sha256
 from virolbi.errors import InputError
 
-__all__ = ["ZOO_DIR", "list_weights", "weights_info", "load_weights", "verify_weights",
+__all__ = ["ZOO_DIR", "list_weights", "weights_info", "weights_problem", "load_weights", "verify_weights",
            "export_weights", "read_manifest"]
 
 #: Directory of the shipped files (``$VIROLBI_ZOO`` overrides it, e.g. for tests).
@@ -66,13 +66,24 @@ def weights_info(name: str, zoo_dir: str | os.PathLike | None = None) -> dict[st
     return dict(manifest[name])
 
 
-def verify_weights(name: str, zoo_dir: str | os.PathLike | None = None) -> Path:
-    """The path of ``name``'s file after checking its size and SHA-256 against the manifest."""
+def weights_problem(name: str, zoo_dir: str | os.PathLike | None = None) -> tuple[Path, str | None]:
+    """``(path, problem)`` of ``name``'s file: ``problem`` is ``"missing"``, ``"does not match its
+    checksum"`` (size or SHA-256 differ from the manifest) or ``None`` for a good file."""
     entry = weights_info(name, zoo_dir)
     path = _zoo_dir(zoo_dir) / entry["file"]
     if not path.is_file():
-        raise InputError(f"shipped weights {name!r}: file {path} is missing")
+        return path, "missing"
     if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        return path, "does not match its checksum"
+    return path, None
+
+
+def verify_weights(name: str, zoo_dir: str | os.PathLike | None = None) -> Path:
+    """The path of ``name``'s file after checking its size and SHA-256 against the manifest."""
+    path, problem = weights_problem(name, zoo_dir)
+    if problem == "missing":
+        raise InputError(f"shipped weights {name!r}: file {path} is missing")
+    if problem is not None:
         raise InputError(f"shipped weights {name!r}: {path} does not match its checksum in the "
                          "manifest (corrupted or modified); refusing to load it")
     return path
