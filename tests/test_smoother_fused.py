@@ -17,19 +17,46 @@ from virolbi.smoother.operators import NeumannSolver, dct_matrix
 pytestmark = pytest.mark.skipif(not fused.available(), reason="numba not installed")
 
 
-@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 7, 9), (1, 10, 6), (3, 2, 5)])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 7, 9), (1, 10, 6), (3, 2, 5), (1, 5, 97)])
 @pytest.mark.parametrize("nu", [1.0, 0.5])
-def test_compiled_solve_equals_the_dct_solver(shape, nu):
-    """DCT along the width + Thomas along the height solve (I + DᵀD/ν)u = x + r/ν exactly: the
-    same as the 2-D DCT solver (an independent construction) for even and odd sizes."""
+@pytest.mark.parametrize("fft", [False, True])
+def test_compiled_solve_equals_the_dct_solver(shape, nu, fft):
+    """DCT along the width (dense product or pocketfft) + Thomas along the height solve
+    (I + DᵀD/ν)u = x + r/ν exactly: the same as the 2-D DCT solver (an independent construction)
+    for even, odd and prime sizes."""
     g = torch.Generator().manual_seed(0)
     r = torch.randn(shape, generator=g, dtype=torch.float64)
     u0 = torch.rand(shape, generator=g, dtype=torch.float64)
     c, h, w = shape
     u, spec = np.empty(shape), np.empty((c * h, w))
-    fused._solve(r.numpy(), u0.numpy(), *fused.width_transform(h, w, nu, np.float64), spec, u)
+    fused._solve(r.numpy(), u0.numpy(), *fused.width_transform(h, w, nu, np.float64, fft=fft),
+                 spec, u)
     expected = u0 + NeumannSolver(h, w, nu, dtype=torch.float64)(r) / nu
     assert np.allclose(u, expected.numpy(), atol=1e-12)
+
+
+def test_compiled_solve_satisfies_the_normal_equation_at_224_px():
+    """At a real size (3 x 224 x 224, the FFT branch) the solve's residual of
+    (I + DᵀD/ν)(u - u0) = r/ν, with D applied directly, is at rounding level."""
+    from virolbi.smoother.operators import adjoint_diff, forward_diff
+
+    g = torch.Generator().manual_seed(1)
+    r = torch.randn(1, 3, 224, 224, generator=g, dtype=torch.float64)
+    u0 = torch.zeros_like(r)
+    u, spec = np.empty((3, 224, 224)), np.empty((3 * 224, 224))
+    assert fused.uses_fft(224)
+    fused._solve(r[0].numpy(), u0[0].numpy(), *fused.width_transform(224, 224, 1.0, np.float64),
+                 spec, u)
+    v = torch.from_numpy(u)[None]
+    residual = v + adjoint_diff(*forward_diff(v)) - r
+    assert float(residual.abs().max()) < 1e-10 * float(r.abs().max())
+
+
+def test_width_transform_is_cached_read_only_and_empty_for_the_fft_branch():
+    ct, c, piv = fused.width_transform(8, 200, 1.0, np.float32)
+    assert ct.shape == c.shape == (0, 0) and piv.shape == (8, 200)  # no W x W matrix
+    assert fused.width_transform(8, 200, 1.0, np.float32)[2] is piv and not piv.flags.writeable
+    assert fused.width_transform(8, 32, 1.0, np.float32)[1].shape == (32, 32)
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-9), (torch.float32, 2e-5)])
@@ -119,14 +146,35 @@ def test_blas_is_held_to_one_thread_for_large_images_only():
                      if i["user_api"] == "blas"]  # left as it was
 
 
-def test_wide_images_take_the_fft_tensor_path_with_the_same_result(cifar_batch, monkeypatch):
-    import virolbi.smoother.lbi as lbi
-
+def test_wide_images_take_the_compiled_fft_path_with_the_tensor_paths_result(cifar_batch,
+                                                                           monkeypatch):
     x = torch.cat(list(cifar_batch[:5]), dim=-1)[None].double()  # one 32 x 160 image
-    assert x.shape[-1] > lbi.FUSED_MAX_WIDTH
-    tensor_path = lbi_path(x, (0.4, 0.7))
-    monkeypatch.setattr(lbi, "FUSED_MAX_WIDTH", 10_000)
+    assert fused.uses_fft(x.shape[-1])
     compiled = lbi_path(x, (0.4, 0.7))
+    monkeypatch.setattr(fused, "available", lambda: False)
+    tensor_path = lbi_path(x, (0.4, 0.7))
     assert torch.equal(tensor_path.iterations, compiled.iterations)
     assert torch.equal(tensor_path.support(), compiled.support())
     assert torch.allclose(tensor_path.images, compiled.images, atol=1e-9)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_progress_segments_give_the_uninterrupted_result(cifar_batch, monkeypatch, threads):
+    """With progress the compiled loop pauses every few iterations and resumes: the same
+    iterations, supports and images as one uninterrupted call (float64, bit for bit)."""
+    x = cifar_batch[:5].double()
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        whole = lbi_path(x, (0.3, 0.6, 0.8))
+        monkeypatch.setattr(fused, "PROGRESS_EVERY", 3)
+        calls = []
+        original = fused._path_chunk
+        monkeypatch.setattr(fused, "_path_chunk", lambda *a: calls.append(a[13]) or original(*a))
+        segmented = lbi_path(x, (0.3, 0.6, 0.8), progress=True)
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert len(set(calls)) > 10  # many segments, each with its own stopping iteration
+    assert torch.equal(whole.iterations, segmented.iterations)
+    assert torch.equal(whole.support(), segmented.support())
+    assert torch.equal(whole.images, segmented.images)

@@ -17,8 +17,12 @@ with :math:`s(m) = (m + c)/((1 + c)m)` for :math:`m > 1` and 1 otherwise (:math:
 the closed-form implicit step of :func:`virolbi.smoother.prox.implicit_update`). The solve with
 :math:`A` is exact: a DCT-II along the width diagonalises :math:`L_W`, and each width frequency
 :math:`\mu_j` leaves the tridiagonal system :math:`((\nu + \mu_j)I + L_H)\,v = \hat r_j`, solved by
-the Thomas algorithm with precomputed pivots (:func:`thomas_pivots`). That is half the matrix
-products of the 2-D DCT (:class:`~virolbi.smoother.operators.NeumannSolver`) for the same result.
+the Thomas algorithm with precomputed pivots (:func:`thomas_pivots`). That is half the transforms
+of the 2-D DCT (:class:`~virolbi.smoother.operators.NeumannSolver`) for the same result. The DCT
+along the width is a dense matrix product (BLAS) for images up to :data:`DENSE_MAX_WIDTH` pixels
+wide, where it is the faster of the two, and pocketfft's O(W log W) DCT from there on (scipy.fft
+compiled into the loop by rocket-fft), so the cost per pixel and iteration stays flat from 32 to
+512 pixels and more, with no ``W × W`` matrix in memory.
 
 Levels are recorded as the tensor driver records them (same iterate, same support); a test compares
 the two paths on real images.
@@ -33,10 +37,13 @@ OpenBLAS would start its own threads, it is held to one thread per worker during
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.fft
 import torch
 
 from virolbi.smoother.operators import dct_matrix, laplacian_eigenvalues
@@ -46,12 +53,27 @@ try:  # numba is a dependency, but keep the package importable without it
 except ImportError:  # pragma: no cover
     numba = None
 
-__all__ = ["available", "imex_path", "thomas_pivots", "width_transform"]
+try:  # registers scipy.fft inside numba-compiled code (a dependency; dense DCT products without it)
+    import rocket_fft  # noqa: F401
+except ImportError:  # pragma: no cover
+    rocket_fft = None
+
+__all__ = ["available", "imex_path", "thomas_pivots", "width_transform", "DENSE_MAX_WIDTH"]
+
+#: Widest image whose width DCT is a dense matrix product; wider ones use the FFT-based DCT
+#: (measured on one thread: the product is faster at 16 and 32 pixels, the FFT from 48 on,
+#: 2-4x at 128-224; ``benchmarks/bench_smoother.py`` section g).
+DENSE_MAX_WIDTH = 40
 
 
 def available() -> bool:
     """Whether the fused path can run (numba importable)."""
     return numba is not None
+
+
+def uses_fft(width: int) -> bool:
+    """Whether the compiled solve transforms a row of ``width`` pixels with the FFT-based DCT."""
+    return width > DENSE_MAX_WIDTH and rocket_fft is not None
 
 
 def thomas_pivots(height: int, width_eigenvalues: np.ndarray, nu: float) -> np.ndarray:
@@ -71,15 +93,28 @@ def thomas_pivots(height: int, width_eigenvalues: np.ndarray, nu: float) -> np.n
     return m
 
 
-def width_transform(height: int, width: int, nu: float, dtype) -> tuple[np.ndarray, ...]:
+@functools.lru_cache(maxsize=32)
+def _width_transform(height: int, width: int, nu: float, dtype: str,
+                     fft: bool) -> tuple[np.ndarray, ...]:
+    c = np.zeros((0, 0)) if fft else dct_matrix(width).numpy()
+    lam = laplacian_eigenvalues(width).numpy()  # eigenvalues of L_W
+    arrays = tuple(np.ascontiguousarray(m, dtype=dtype)
+                   for m in (c.T, c, thomas_pivots(height, lam, nu)))
+    for a in arrays:
+        a.flags.writeable = False  # shared by every call with this shape
+    return arrays
+
+
+def width_transform(height: int, width: int, nu: float, dtype,
+                    fft: bool | None = None) -> tuple[np.ndarray, ...]:
     r"""Matrices and pivots of the exact solve with :math:`A = I + D^\top D/\nu` (see :func:`_solve`):
     ``(ct, c, piv)`` with ``c`` the orthonormal DCT-II matrix along the width (row ``k`` the
     ``k``-th eigenvector of the Neumann Laplacian :math:`L_W`), ``ct`` its transpose and ``piv`` the
-    Thomas pivots of every width frequency (:func:`thomas_pivots`, ν folded in)."""
-    c = dct_matrix(width).numpy()
-    lam = laplacian_eigenvalues(width).numpy()  # eigenvalues of L_W
-    return tuple(np.ascontiguousarray(m, dtype=dtype)
-                 for m in (c.T, c, thomas_pivots(height, lam, nu)))
+    Thomas pivots of every width frequency (:func:`thomas_pivots`, ν folded in). With ``fft``
+    (default: :func:`uses_fft`) the matrices are empty ``(0, 0)``: the solve uses the FFT-based DCT.
+    Cached per shape (read-only arrays)."""
+    fft = uses_fft(width) if fft is None else bool(fft)
+    return _width_transform(int(height), int(width), float(nu), np.dtype(dtype).str, fft)
 
 
 def _thomas(spec, piv, nc, h):  # pragma: no cover - compiled
@@ -99,16 +134,24 @@ def _thomas(spec, piv, nc, h):  # pragma: no cover - compiled
 
 
 def _solve(dtg, u0, ct, c, piv, spec, u):  # pragma: no cover - compiled
-    r"""``u = u0 + A⁻¹ dtg / ν`` for one image ``(C, H, W)``: DCT-II along the width (one matrix
-    product, to BLAS), the tridiagonal systems along the height of every width frequency (Thomas),
-    the inverse DCT (one product). Exact; ``spec`` is a ``(C*H, W)`` scratch array."""
+    r"""``u = u0 + A⁻¹ dtg / ν`` for one image ``(C, H, W)``: orthonormal DCT-II along the width,
+    the tridiagonal systems along the height of every width frequency (Thomas), the inverse DCT.
+    The transforms are matrix products (BLAS) when ``c`` is given, pocketfft's DCT when ``c`` is
+    empty (:func:`width_transform`). Exact; ``spec`` is a ``(C*H, W)`` scratch array."""
     nc, h, w = dtg.shape
-    np.dot(dtg.reshape(nc * h, w), ct, spec)
-    _thomas(spec, piv, nc, h)
-    np.dot(spec, c, u.reshape(nc * h, w))
+    rows = dtg.reshape(nc * h, w)
+    if c.shape[0] == 0:
+        spec[:] = scipy.fft.dct(rows, 2, None, -1, "ortho")
+        _thomas(spec, piv, nc, h)
+        back = scipy.fft.idct(spec, 2, None, -1, "ortho").reshape(-1)
+    else:
+        np.dot(rows, ct, spec)
+        _thomas(spec, piv, nc, h)
+        np.dot(spec, c, u.reshape(nc * h, w))
+        back = u.reshape(-1)
     uf, bf = u.reshape(-1), u0.reshape(-1)
     for q in range(uf.size):
-        uf[q] += bf[q]
+        uf[q] = back[q] + bf[q]
 
 
 def _edge_pass(u, z, act, flat, valid, gam, shift, consts, scratch):  # pragma: no cover - compiled
@@ -173,38 +216,55 @@ def _record(li, b, reached_it, u, act_h, act_v, k, sp, out):  # pragma: no cover
     reached[li, b] = reached_it
 
 
-def _path_chunk(lo, hi, u0, zh, zv, k0, flat_h, flat_v, nonflat, valid_h, valid_v, solver,
-                levels, max_iter, consts, out):  # pragma: no cover - compiled
-    """Run images ``lo..hi-1`` to their last level (or until stuck) and record every level."""
+#: Columns of the per-image progress state of :func:`_path_chunk`.
+_K, _CNT, _CNF, _NEXT, _DONE, _PAUSED = range(6)
+
+
+def _path_chunk(lo, hi, u0, zh, zv, flat_h, flat_v, nonflat, valid_h, valid_v, solver,
+                levels, max_iter, until, consts, state, u_state, dtg_state,
+                out):  # pragma: no cover - compiled
+    """Run images ``lo..hi-1`` to their last level (or until stuck), recording every level, and
+    pause an image at iteration ``until``. ``state[b]`` (``_K`` … ``_PAUSED``), ``u_state[b]``,
+    ``dtg_state[b]`` and ``zh``/``zv`` hold where it is, so a later call continues exactly there."""
     nc, h, w = u0.shape[1:]
     n, nl = h * w, levels.shape[0]
     n_edges = h * (w - 1) + (h - 1) * w
     scratch = np.empty((3, n), dtype=u0.dtype)
     spec = np.empty((nc * h, w), dtype=u0.dtype)
     gh, gv = np.zeros((nc, n), dtype=u0.dtype), np.zeros((nc, n), dtype=u0.dtype)
+    act_h, act_v = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
     for b in range(lo, hi):
-        u, dtg = u0[b].copy(), np.zeros_like(u0[b])
+        if state[b, _DONE]:
+            continue
+        u, dtg = u_state[b], dtg_state[b]
         uf, zhf, zvf = u.reshape(nc, n), zh[b].reshape(nc, n), zv[b].reshape(nc, n)
-        act_h, act_v = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
-        cnt, cnf, nxt, k = 0, 0, 0, k0[b]
+        k, cnt, cnf, nxt = state[b, _K], state[b, _CNT], state[b, _CNF], state[b, _NEXT]
+        paused = state[b, _PAUSED] == 1
         while True:
-            if cnt > 0:  # u = u0 + A^-1 D^T γ / ν (Eq. 3a)
-                _solve(dtg, u0[b], solver[0], solver[1], solver[2], spec, u)
-            else:
-                u[:] = u0[b]
-            sp = cnt / n_edges
-            while nxt < nl and sp >= levels[nxt]:
-                _record(nxt, b, True, u, act_h, act_v, k, sp, out)
-                nxt += 1
-            if nxt >= nl or cnf >= nonflat[b] or k >= max_iter:
-                for li in range(nxt, nl):  # unreachable: recorded at the stopping iterate
-                    _record(li, b, False, u, act_h, act_v, k, sp, out)
-                out[6][b] = k
-                break
+            if not paused:
+                if cnt > 0:  # u = u0 + A^-1 D^T γ / ν (Eq. 3a)
+                    _solve(dtg, u0[b], solver[0], solver[1], solver[2], spec, u)
+                else:
+                    u[:] = u0[b]
+                sp = cnt / n_edges
+                while nxt < nl and sp >= levels[nxt]:
+                    _record(nxt, b, True, u, act_h, act_v, k, sp, out)
+                    nxt += 1
+                if nxt >= nl or cnf >= nonflat[b] or k >= max_iter:
+                    for li in range(nxt, nl):  # unreachable: recorded at the stopping iterate
+                        _record(li, b, False, u, act_h, act_v, k, sp, out)
+                    out[6][b] = k
+                    state[b, _DONE] = 1
+                    break
+                if k >= until:  # u is checked: the next call starts with the edge passes
+                    state[b, _PAUSED] = 1
+                    break
+            paused = False
             c1, f1 = _edge_pass(uf, zhf, act_h, flat_h[b].reshape(n), valid_h, gh, 1, consts, scratch)
             c2, f2 = _edge_pass(uf, zvf, act_v, flat_v[b].reshape(n), valid_v, gv, w, consts, scratch)
             _adjoint(gh, gv, w, dtg.reshape(nc, n))
             cnt, cnf, k = c1 + c2, f1 + f2, k + 1
+        state[b, _K], state[b, _CNT], state[b, _CNF], state[b, _NEXT] = k, cnt, cnf, nxt
 
 
 if numba is not None:
@@ -229,15 +289,17 @@ def _padded(t: torch.Tensor, h: int, w: int, fill) -> np.ndarray:
 def imex_path(u0: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, k0: torch.Tensor,
               flat_h: torch.Tensor, flat_v: torch.Tensor, nonflat: torch.Tensor, levels, *,
               nu: float, step: float, kappa: float, max_iter: int,
-              threads: int | None = None) -> dict[str, torch.Tensor]:
+              threads: int | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
     r"""Run the ``"imex"`` path of every image from the state after the initial jump.
 
     ``u0 = A⁻¹x`` ``(B, C, H, W)``; ``zh``/``zv`` the edge variables ``(B, C, H, W-1)``/``(B, C, H-1, W)``
     and ``k0`` the iteration count after the jump; ``flat_h``/``flat_v`` ``(B, H, W-1)``/``(B, H-1, W)``
     mark edges along which ``x`` is constant and ``nonflat`` counts the others; ``levels`` increasing,
-    all < 1. ``threads`` defaults to ``torch.get_num_threads()``. Returns the recorder's tensors:
-    ``u (L, B, C, H, W)``, ``support_h``/``support_v`` ``(L, B, 1, ...)``, ``iterations``, ``sparsity``,
-    ``reached`` ``(L, B)`` and ``final_iteration`` ``(B,)``.
+    all < 1. ``threads`` defaults to ``torch.get_num_threads()``. With ``progress`` the path runs in
+    segments of :data:`PROGRESS_EVERY` iterations and a bar shows the iteration and the sparsity
+    reached (same result: the compiled loop pauses and resumes exactly). Returns the recorder's
+    tensors: ``u (L, B, C, H, W)``, ``support_h``/``support_v`` ``(L, B, 1, ...)``, ``iterations``,
+    ``sparsity``, ``reached`` ``(L, B)`` and ``final_iteration`` ``(B,)``.
     """
     b, nc, h, w = u0.shape
     dt = u0.numpy().dtype
@@ -252,19 +314,49 @@ def imex_path(u0: torch.Tensor, zh: torch.Tensor, zv: torch.Tensor, k0: torch.Te
     valid_h, valid_v = np.ones((h, w), dtype=dt), np.ones((h, w), dtype=dt)
     valid_h[:, -1] = 0.0
     valid_v[-1, :] = 0.0
-    args = (np.ascontiguousarray(u0.numpy()), _padded(zh, h, w, 0.0), _padded(zv, h, w, 0.0),
-            k0.numpy().astype(np.int64), _padded(flat_h, h, w, True), _padded(flat_v, h, w, True),
-            nonflat.numpy().astype(np.int64), valid_h.reshape(-1), valid_v.reshape(-1),
-            width_transform(h, w, nu, dt), np.asarray(levels, dtype=np.float64), int(max_iter),
-            np.array([step / nu, step * kappa / nu, kappa, 1.0, 0.0], dtype=dt), tuple(out.values()))
+    state = np.zeros((b, 6), dtype=np.int64)
+    state[:, _K] = k0.numpy()
+    u_start = np.ascontiguousarray(u0.numpy())
+    head = (u_start, _padded(zh, h, w, 0.0), _padded(zv, h, w, 0.0), _padded(flat_h, h, w, True),
+            _padded(flat_v, h, w, True), nonflat.numpy().astype(np.int64), valid_h.reshape(-1),
+            valid_v.reshape(-1), width_transform(h, w, nu, dt), np.asarray(levels, dtype=np.float64),
+            int(max_iter))
+    tail = (np.array([step / nu, step * kappa / nu, kappa, 1.0, 0.0], dtype=dt), state,
+            u_start.copy(), np.zeros_like(u_start), tuple(out.values()))
     threads = max(1, min(threads or torch.get_num_threads(), b))
-    with _single_threaded_blas(nc * h * w * w):
-        if threads == 1:
-            _path_chunk(0, b, *args)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda r: _path_chunk(r[0], r[1], *args), _chunks(b, threads)))
+    with _single_threaded_blas(0 if uses_fft(w) else nc * h * w * w):
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            def run(until: int) -> None:
+                if pool is None:
+                    _path_chunk(0, b, *head, until, *tail)
+                else:
+                    list(pool.map(lambda r: _path_chunk(r[0], r[1], *head, until, *tail),
+                                  _chunks(b, threads)))
+            if progress:
+                _run_with_progress(run, state, h * (w - 1) + (h - 1) * w, int(max_iter), levels[-1])
+            else:
+                run(int(max_iter))
     return {key: torch.from_numpy(v) for key, v in out.items()}
+
+
+#: Iterations per segment when the compiled path shows progress.
+PROGRESS_EVERY = 10
+
+
+def _run_with_progress(run, state: np.ndarray, n_edges: int, max_iter: int, target: float) -> None:
+    """Call ``run(until)`` segment by segment, a bar over finished images showing the furthest
+    image's iteration and the lowest sparsity reached."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(state), unit="img", desc="LBI", leave=False) as bar:
+        while not state[:, _DONE].all():
+            run(min(int(state[state[:, _DONE] == 0, _K].min()) + PROGRESS_EVERY, max_iter))
+            bar.update(int(state[:, _DONE].sum()) - bar.n)
+            running = state[state[:, _DONE] == 0]
+            if len(running):
+                bar.set_postfix(iteration=int(running[:, _K].max()),
+                                sparsity=f"{running[:, _CNT].min() / n_edges:.3f}",
+                                target=f"{target:g}", refresh=True)
 
 
 #: Products (multiply-adds) from which OpenBLAS may use several threads (its threshold is 4 x 65 536).
@@ -274,13 +366,19 @@ _BLAS_THREADED_FROM = 4 * 65536
 def _single_threaded_blas(work: int):
     """A context holding BLAS to one thread when a product of ``work`` multiply-adds might start
     OpenBLAS's own threads (a no-op for CIFAR-sized images, or without threadpoolctl)."""
-    import contextlib
-
     if work < _BLAS_THREADED_FROM:
         return contextlib.nullcontext()
+    controller = _blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1,
+                                                                                user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's controller, built once: building it scans the loaded libraries (~2 ms)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - a declared dependency
-        return contextlib.nullcontext()
+        return None
     import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so it is limited)
-    return threadpool_limits(limits=1, user_api="blas")
+    return ThreadpoolController()

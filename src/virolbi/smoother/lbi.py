@@ -42,16 +42,11 @@ def _count(active_h: torch.Tensor, active_v: torch.Tensor) -> torch.Tensor:
     return active_h.flatten(1).sum(1) + active_v.flatten(1).sum(1)
 
 
-#: Widest image the compiled path takes: its DCT is a dense product, O(W²) per row; wider images
-#: go through the tensor path, whose solver uses FFTs from :data:`~.operators.FFT_FROM` on.
-FUSED_MAX_WIDTH = 128
-
-
 def _fused_applies(solver: str, grouped: bool, x: torch.Tensor) -> bool:
-    """Whether the compiled path (:mod:`virolbi.smoother.fused`) runs: "imex", grouped, CPU float,
-    at most :data:`FUSED_MAX_WIDTH` pixels wide."""
+    """Whether the compiled path (:mod:`virolbi.smoother.fused`) runs: "imex", grouped, CPU float
+    (any size: its width transform is a dense product up to 40 pixels, an FFT-based DCT beyond)."""
     return (solver == "imex" and grouped and x.device.type == "cpu" and _fused.available()
-            and x.dtype in (torch.float32, torch.float64) and x.shape[-1] <= FUSED_MAX_WIDTH)
+            and x.dtype in (torch.float32, torch.float64))
 
 
 def _run_tensor(solver, st, rec: LevelRecorder, flat_h, flat_v, nonflat, progress: bool) -> None:
@@ -109,7 +104,7 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     projection : {"graph", "pinv", "lsqr"}
         How Eq. 6 is computed (all give the same ũ; "graph" is O(p)).
     progress : bool
-        Show a progress bar over finished images.
+        Show a progress bar over finished images, with the iteration and the sparsity reached.
 
     Returns
     -------
@@ -149,7 +144,7 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     if _fused_applies(solver, grouped, x) and run_levels:
         rec = LevelRecorder(run_levels, x, 1, _fused.imex_path(
             st.u0, st.zh, st.zv, st.k, flat_h[:, 0], flat_v[:, 0], nonflat, run_levels, nu=nu,
-            step=step, kappa=kappa, max_iter=max_iter))
+            step=step, kappa=kappa, max_iter=max_iter, progress=progress))
     else:
         rec = LevelRecorder(run_levels, x, 1 if grouped else c)
         _run_tensor(slv, st, rec, flat_h, flat_v, nonflat, progress)
