@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from virolbi.data import (CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR_RELEASES, load_cifar,
-                          load_dataset, safe_unpickle)
+from virolbi.data import (CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR_RELEASES,
+                          load_cifar, load_dataset, safe_unpickle)
 from virolbi.errors import InputError
 
 
@@ -57,14 +57,16 @@ def to_rows(images: np.ndarray) -> np.ndarray:
 def make_release(root: Path, name: str = "cifar10", n_per_batch: int = 4, seed: int = 0,
                  files: dict | None = None) -> tuple[Path, Path, dict]:
     """Write a tiny release in the official layout: the unpacked folder and its .tar.gz.
-    Returns (folder, archive, truth) with truth[split] = (images (N,32,32,3), labels)."""
+    Returns (folder, archive, truth) with truth[split] = (images (N,32,32,3), labels) and, for
+    CIFAR-100, truth[split + "_coarse"] = its coarse labels (drawn independently of the fine ones,
+    so reading the wrong key cannot pass)."""
     rel = CIFAR_RELEASES[name]
     rng = np.random.default_rng(seed)
     folder = root / rel.folder
     folder.mkdir(parents=True)
     truth: dict = {}
     for split, fnames in (("train", rel.train), ("test", rel.test)):
-        imgs, labs = [], []
+        imgs, labs, coarse = [], [], []
         for fname in fnames:
             x = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
             y = [int(v) for v in rng.integers(0, rel.num_classes, n_per_batch)]
@@ -74,14 +76,19 @@ def make_release(root: Path, name: str = "cifar10", n_per_batch: int = 4, seed: 
                 batch[b"labels"] = y
             else:
                 batch[b"fine_labels"] = y
-                batch[b"coarse_labels"] = [v // 5 for v in y]
+                batch[b"coarse_labels"] = [int(v) for v in rng.integers(0, 20, n_per_batch)]
+                coarse += batch[b"coarse_labels"]
             (folder / fname).write_bytes(py2_pickle(batch))
             imgs.append(x)
             labs += y
         truth[split] = (np.concatenate(imgs), np.asarray(labs))
-    names = CIFAR10_CLASSES if name == "cifar10" else CIFAR100_CLASSES
-    meta = {b"label_names" if name == "cifar10" else b"fine_label_names":
-            [n.encode() for n in names], b"num_cases_per_batch": n_per_batch}
+        truth[split + "_coarse"] = np.asarray(coarse)
+    if name == "cifar10":
+        meta = {b"label_names": [n.encode() for n in CIFAR10_CLASSES],
+                b"num_cases_per_batch": n_per_batch, b"num_vis": 3072}
+    else:  # the official meta: both name lists
+        meta = {b"fine_label_names": [n.encode() for n in CIFAR100_CLASSES],
+                b"coarse_label_names": [n.encode() for n in CIFAR100_COARSE_CLASSES]}
     (folder / rel.meta).write_bytes(py2_pickle(meta))
     for fname, data in (files or {}).items():
         (folder / fname).write_bytes(data)
@@ -137,6 +144,29 @@ def test_cifar100_fine_labels(tmp_path):
     np.testing.assert_array_equal(ds.targets, truth["train"][1])
     assert ds.classes == list(CIFAR100_CLASSES) and len(set(CIFAR100_CLASSES)) == 100
     assert len(load_dataset("cifar100", "test", data_dir=tmp_path)) == 6
+
+
+def test_cifar100_coarse_labels(tmp_path):
+    """labels="coarse" / "cifar100-coarse": the batches' coarse_labels and the meta file's
+    coarse_label_names, in both splits and through validation carving."""
+    _, _, truth = make_release(tmp_path, "cifar100", n_per_batch=200, seed=3)
+    for split in ("train", "test"):
+        ds = load_cifar("cifar100", split, tmp_path, labels="coarse")
+        np.testing.assert_array_equal(ds.targets, truth[split + "_coarse"])
+        np.testing.assert_array_equal(ds.data, truth[split][0])
+        assert ds.classes == list(CIFAR100_COARSE_CLASSES) and ds.name == f"cifar100-coarse-{split}"
+    assert not np.array_equal(truth["train_coarse"], truth["train"][1] % 20)
+    same = load_dataset("cifar100-coarse", "test", data_dir=tmp_path)
+    np.testing.assert_array_equal(same.targets, truth["test_coarse"])
+    va = load_dataset("cifar100-coarse", "val", data_dir=tmp_path, val_per_class=1)
+    coarse = truth["train_coarse"]
+    last = sorted(int(np.flatnonzero(coarse == c)[-1]) for c in np.unique(coarse))
+    np.testing.assert_array_equal(va.targets, coarse[last])  # the last of every superclass
+    np.testing.assert_array_equal(va.data, truth["train"][0][last])
+    with pytest.raises(InputError, match="cifar10 has no coarse labels"):
+        load_cifar("cifar10", "train", tmp_path, labels="coarse")
+    with pytest.raises(InputError, match="labels must be 'fine' or 'coarse', got 'medium'"):
+        load_cifar("cifar100", "train", tmp_path, labels="medium")
 
 
 def test_validation_carving(tmp_path):

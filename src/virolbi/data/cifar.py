@@ -2,7 +2,8 @@
 
 Layout (Krizhevsky 2009): ``cifar-10-python.tar.gz`` unpacks to ``cifar-10-batches-py/`` with
 ``data_batch_1`` … ``data_batch_5``, ``test_batch`` and ``batches.meta``; ``cifar-100-python.tar.gz``
-to ``cifar-100-python/`` with ``train``, ``test`` and ``meta`` (fine labels are used). Each batch is
+to ``cifar-100-python/`` with ``train``, ``test`` and ``meta``, each batch with 100 fine labels and
+20 coarse ones (superclasses; ``labels="coarse"``, or the dataset name ``"cifar100-coarse"``). Each batch is
 a pickled ``dict`` whose ``data`` is ``uint8 (N, 3072)``: the red, green and blue 32×32 planes of
 each image in row-major order. The batches are read with a restricted unpickler
 (:func:`virolbi.data._pickle.safe_unpickle`), never :func:`pickle.load`.
@@ -12,6 +13,7 @@ Reference: A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tarfile
 import zlib
@@ -26,8 +28,8 @@ from virolbi.data.download import download_url
 from virolbi.errors import InputError
 from virolbi.io import atomic_path
 
-__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "CIFAR_RELEASES", "load_cifar",
-           "download_cifar"]
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "CIFAR100_COARSE_CLASSES", "CIFAR_RELEASES",
+           "load_cifar", "download_cifar"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck")
@@ -43,6 +45,13 @@ CIFAR100_CLASSES = (
     "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
     "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
     "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm")
+#: CIFAR-100's 20 superclasses (``coarse_label_names`` of its meta file).
+CIFAR100_COARSE_CLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class CifarRelease:
     label_key: str
     names_key: str
     num_classes: int
+    coarse: tuple[str, str, int] | None = None  # (label key, names key, classes) of the superclasses
 
 
 CIFAR_RELEASES = {
@@ -70,8 +80,12 @@ CIFAR_RELEASES = {
     "cifar100": CifarRelease(
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python.tar.gz", "cifar-100-python",
-        ("train",), ("test",), "meta", "fine_labels", "fine_label_names", 100),
+        ("train",), ("test",), "meta", "fine_labels", "fine_label_names", 100,
+        ("coarse_labels", "coarse_label_names", 20)),
 }
+
+#: The label kinds of :func:`load_cifar`.
+LABELS = ("fine", "coarse")
 
 
 def _release(name: str) -> CifarRelease:
@@ -115,6 +129,18 @@ class _Source:
     def close(self) -> None:
         if self._tar is not None:
             self._tar.close()
+
+
+def _labelled(r: CifarRelease, name: str, labels: str) -> CifarRelease:
+    """The release read with its ``labels`` ("fine": the usual ones; "coarse": CIFAR-100's 20)."""
+    if labels not in LABELS:
+        raise InputError(f"labels must be 'fine' or 'coarse', got {labels!r}")
+    if labels == "fine":
+        return r
+    if r.coarse is None:
+        raise InputError(f"{name} has no coarse labels (only cifar100 has: 20 superclasses)")
+    key, names_key, n = r.coarse
+    return dataclasses.replace(r, label_key=key, names_key=names_key, num_classes=n)
 
 
 def _locate(name: str, data_dir: str | os.PathLike | None, download: bool) -> Path:
@@ -176,7 +202,7 @@ def _parse_batch(obj: object, source: str, r: CifarRelease) -> tuple[np.ndarray,
 
 
 def load_cifar(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, *,
-               download: bool = False) -> ImageDataset:
+               download: bool = False, labels: str = "fine") -> ImageDataset:
     """Load CIFAR-10 or CIFAR-100 (official python-pickle release).
 
     Parameters
@@ -190,12 +216,14 @@ def load_cifar(name: str, split: str = "train", data_dir: str | os.PathLike | No
         itself is accepted too).
     download : bool, default False
         Fetch the official archive when it is not there (MD5-checked).
+    labels : {"fine", "coarse"}
+        CIFAR-100: its 100 classes ("fine", default) or its 20 superclasses ("coarse").
 
     Returns
     -------
     ImageDataset
         ``data`` uint8 ``(N, 32, 32, 3)``, ``targets`` int64, ``classes`` from the release's meta
-        file (CIFAR-100: the 100 fine labels).
+        file (CIFAR-100: ``fine_label_names``, or ``coarse_label_names`` with coarse labels).
 
     Examples
     --------
@@ -204,7 +232,7 @@ def load_cifar(name: str, split: str = "train", data_dir: str | os.PathLike | No
     ...
     virolbi.errors.InputError: cifar10 has splits 'train' and 'test', got 'val'
     """
-    r = _release(name)
+    r = _labelled(_release(name), name, labels)
     if split not in ("train", "test"):
         raise InputError(f"{name} has splits 'train' and 'test', got {split!r}")
     src = _Source(_locate(name, data_dir, download), r)
@@ -226,4 +254,5 @@ def load_cifar(name: str, split: str = "train", data_dir: str | os.PathLike | No
         src.close()
     images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
     targets = np.concatenate([p[1] for p in parts])
-    return ImageDataset(images, targets, classes, name=f"{name}-{split}")
+    suffix = "-coarse" if labels == "coarse" else ""
+    return ImageDataset(images, targets, classes, name=f"{name}{suffix}-{split}")
