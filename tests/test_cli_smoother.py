@@ -496,6 +496,9 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(photos, tmp_pa
     assert len(lines) == 1 and lines[0].startswith("virolbi smooth: error: File too large")
     assert "Traceback" not in res.stderr
     assert _files(out) == []  # no half-written file, no temporary
+    # issue #30 item 5: the line names the file being written, and smooth does not resume
+    assert f"writing {out / 'camera_s0.60.png'}:" in lines[0]
+    assert "resume" not in lines[0] and "continue" not in lines[0]
 
 
 def test_large_images_are_announced_with_size_memory_and_time(photos, tmp_path, capsys,

@@ -155,3 +155,32 @@ def test_blur_preprocessing_for_the_blur_baseline(cifar_image_tree, checkpoints,
                  "--preprocess-blur", "--preprocess-sparsity", "0.6", "--output-dir",
                  str(tmp_path / "y")])
     _one_error_line(capsys, code, "either --preprocess-sparsity or --preprocess-blur")
+
+
+_EVALUATE_ON_A_FULL_DISK = """
+import resource, signal, sys
+from virolbi.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+sys.exit(main(["evaluate", "--checkpoint", sys.argv[1], "--data", sys.argv[2], "--suite", "noise",
+               "--limit", "8", "--batch-size", "4", "--device", "cpu", "--output-dir", sys.argv[3]]))
+"""
+
+
+def test_a_full_disk_names_the_resume_file_and_says_a_rerun_continues(cifar_image_tree,
+                                                                       checkpoints, tmp_path):
+    """Issue #30 item 5: the resume file on a full disk (here a 16 kB file-size limit) gave a
+    message naming no file. One line naming partial-evaluation.json, and what a rerun does."""
+    d, _ = checkpoints
+    out = tmp_path / "eval"
+    res = subprocess.run([sys.executable, "-c", _EVALUATE_ON_A_FULL_DISK, str(d / "full.pt"),
+                          str(cifar_image_tree), str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert lines[0] == (f"virolbi evaluate: error: File too large writing "
+                        f"{out / 'partial-evaluation.json'}: free some space and run it again "
+                        "(finished outputs are kept; the same command continues from the last "
+                        "finished batch)")
+    assert sorted(p.name for p in out.iterdir()) == []         # no temporary, no half file

@@ -170,3 +170,33 @@ def test_a_fingerprint_with_a_corrupt_state_is_set_aside(data, reference, tmp_pa
     with pytest.warns(UserWarning, match="not resumed"):
         res = _run(model, data, path)
     assert _table(res) == _table(ref) and model.calls == total_calls
+
+
+def test_the_resume_file_is_small_and_holds_nothing_per_image(cifar_batch, tmp_path):
+    """Issue #30 item 5: a 300-image noise run kept 157 kB (every generator's 5 056-byte state in
+    base64, indented). Now only the generators that drew (the 20 noise specs, not clean) are kept,
+    each packed to 2 560 bytes, and nothing grows with the number of images."""
+    import base64
+
+    from virolbi.evaluate import get_suite
+
+    specs = get_suite("noise")
+    drawing = {(s.perturbation, s.level) for s in specs if s.group == "noise"}
+    sizes = {}
+    for n in (10, 20):
+        path = tmp_path / f"partial-{n}.json"
+        model = NoisyNet()
+        model.fail_after = 2 * len(specs)             # the first batch (clean, noises, twice each
+        with pytest.raises(Interrupted):              # with the blur) completes, the second dies
+            _run(model, (cifar_batch[:n], torch.arange(n) % 10), path, suite=specs,
+                 batch_size=n // 2)
+        text = path.read_text()
+        state = json.loads(text)
+        assert state["batches_done"] == 1
+        assert {tuple(k) for k, _ in state["generators"]} == drawing
+        states = [s for _, s in state["generators"]] + [state["torch_rng"]]
+        assert all(len(base64.b64decode(s.removeprefix("mt32:"))) == 2560 for s in states)
+        assert "\n  " not in text                      # not indented
+        sizes[n] = len(text)
+    assert abs(sizes[20] - sizes[10]) < 200            # nothing per image (only digits differ)
+    assert sizes[20] < 22 * 3500                       # 21 packed states of ~3.4 kB, plus counts

@@ -7,6 +7,7 @@ temporary file in the target directory and renames it into place only when writi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -78,10 +79,41 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())   # the mode open() would give, not mkstemp's 0600
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        failed = _write_failure(exc, path, tmp_path)
+        if failed is not None:
+            raise failed from None
         raise
+
+
+def _raised_by_torch_serialization(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of ``torch.save`` (its writer's errors carry no errno and vary:
+    "file write failed", "unexpected pos", "basic_ios::clear: iostream error")."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        if name.endswith("torch/serialization.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _write_failure(exc: BaseException, path: Path, tmp: Path) -> OSError | None:
+    """The error to raise for a write of ``path`` (through the temporary ``tmp``) that failed with
+    ``exc``, naming ``path``, the file the user asked for: an ``OSError`` without a file name (a
+    failed ``write()``, e.g. on a full disk) or naming the temporary gets it; a ``RuntimeError`` of
+    ``torch.save``'s writer, which names no file, becomes an ``OSError`` (EIO) that names it.
+    ``None``: re-raise ``exc`` as it is."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, "", str(tmp)):
+        return type(exc)(exc.errno, exc.strerror, str(path))
+    if isinstance(exc, RuntimeError) and _raised_by_torch_serialization(exc):
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return OSError(errno.EIO, f"PyTorch could not write the file, is the disk full? ({first})",
+                       str(path))
+    return None
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -102,10 +134,12 @@ def _to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as indented JSON, atomically. NumPy/torch values are converted."""
+def save_json(obj: Any, path: str | os.PathLike, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON, atomically: indented by ``indent`` spaces, or compact (no spaces at
+    all) with ``indent=None``. NumPy/torch values are converted."""
+    separators = (",", ":") if indent is None else None
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(_to_jsonable(obj), indent=indent, separators=separators) + "\n")
     return Path(path)
 
 

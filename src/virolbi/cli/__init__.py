@@ -5,7 +5,9 @@ Every sub-command is one module in this package that defines
 - ``COMMAND``: its name (``virolbi COMMAND ...``),
 - ``HELP``: a one-line description,
 - ``add_arguments(parser)``: fills its :class:`argparse.ArgumentParser`,
-- ``run(args) -> int``: does the work and returns the exit code.
+- ``run(args) -> int``: does the work and returns the exit code,
+- optionally ``RERUN``: what running it again after a failure does (e.g. "a rerun continues from
+  the last finished batch"), for commands that resume; said after a full disk.
 
 Modules are discovered, so adding a command never touches this file. Bad user input (an
 :class:`~virolbi.errors.InputError`, a missing or unreadable file) becomes one line on stderr and
@@ -59,18 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _rerun=getattr(module, "RERUN", None))
     return parser
 
 
-#: errno values of a write that failed for lack of room: no space, quota, file-size limit.
-_FILE_SYSTEM_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: errno values of a write that failed for lack of room: no space, quota, file-size limit; and
+#: EIO, which :func:`virolbi.io.atomic_path` gives a failed PyTorch write.
+_FILE_SYSTEM_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def fail(command: str, message: str) -> int:
     """Print one error line for ``command`` and return the usage exit code."""
     print(f"virolbi {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _disk_full_message(err: OSError, rerun: str | None) -> str:
+    """A full disk (or quota, or file-size limit) while writing, in one line naming the file:
+    atomic writes have removed their temporaries, so nothing half-written is left. ``rerun`` is
+    the command's own word on what running it again does (its ``RERUN``), when it resumes."""
+    where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+    after = f"; {rerun}" if rerun else ""
+    return (f"{err.strerror or err}{where}: free some space and run it again (finished outputs "
+            f"are kept{after})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.errno not in _FILE_SYSTEM_FULL:
             raise
-        # A full disk (or quota, or file-size limit) while writing: atomic writes have removed
-        # their temporaries, so nothing half-written is left.
-        where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
-        return fail(args.command, f"{err.strerror or err}{where}: free some space and run it again "
-                                  "(finished outputs are kept; a rerun resumes where it can)")
+        return fail(args.command, _disk_full_message(err, args._rerun))
     except KeyboardInterrupt:
         print(f"virolbi {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ from virolbi.errors import InputError
 
 COMMAND = "evaluate"
 HELP = "robustness suite (noise, FGSM/PGD, low resolution, frequency) on a checkpoint"
+RERUN = "the same command continues from the last finished batch"
 
 _NAME_KEYS = ("model", "name", "arch")
 

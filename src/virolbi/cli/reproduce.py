@@ -13,6 +13,7 @@ from pathlib import Path
 
 COMMAND = "reproduce"
 HELP = "reproduce the paper's tables (train or load shipped weights, evaluate, write the table)"
+RERUN = "the same command continues from the last finished epoch and evaluation batch"
 
 DEFAULT_PLAN = "configs/reproduce/cifar10_fast.yaml"
 

@@ -8,6 +8,7 @@ import os
 COMMAND = "train"
 HELP = ("train a classifier with the Vanilla, Blur, Fixed or Iterative procedure (or a denoiser, "
         "task: denoising) from a YAML config")
+RERUN = "add --resume to continue from the last finished epoch"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

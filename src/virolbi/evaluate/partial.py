@@ -18,6 +18,13 @@ next batch and gives exactly the numbers of an uninterrupted run. A resume file 
 fingerprint, or one that cannot be read, is set aside (with a warning) and the evaluation starts
 afresh; nothing is unpickled (the file is JSON, generator states base64). The file is removed when
 the evaluation completes.
+
+The file holds nothing per image, so its size does not grow with the images: per row its counts,
+and per generator that has drawn anything its Mersenne-Twister state, stored in 2 560 bytes (torch
+keeps the 624 32-bit words in 64-bit slots, 5 056 bytes; the upper halves, always zero, are left
+out, losslessly) — about 3.4 kB of base64 each. A generator still at its seed (the clean, low
+resolution, frequency and FGSM specs draw nothing) is not stored; it is re-created from its seed.
+The JSON is written without indentation.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from torch import nn
 
 from virolbi.io import save_json
 
-__all__ = ["fingerprint", "ResumeFile", "FORMAT", "RESUME_FILE"]
+__all__ = ["fingerprint", "ResumeFile", "FORMAT", "READABLE_FORMATS", "RESUME_FILE"]
 
-FORMAT = "virolbi-partial-evaluation/1"
+FORMAT = "virolbi-partial-evaluation/2"
+#: Formats :meth:`ResumeFile.restore` reads: version 1 stored every generator, unpacked.
+READABLE_FORMATS = ("virolbi-partial-evaluation/1", FORMAT)
 RESUME_FILE = "partial-evaluation.json"
 """The resume file's name beside an evaluation's results (``virolbi evaluate``'s output directory,
 a ``virolbi reproduce`` cell)."""
@@ -73,12 +82,42 @@ def fingerprint(model: nn.Module, preprocess: Any, indices: np.ndarray, work: Se
     return h.hexdigest()
 
 
+#: torch's CPU generator state: a 24-byte header, the 624 Mersenne-Twister words in uint64 slots
+#: (only their low 32 bits used), a 40-byte tail (the normal-distribution caches).
+_MT_HEAD, _MT_WORDS, _MT_SIZE = 24, 624, 5056
+_PACKED = "mt32:"
+
+
 def _encode_state(state: torch.Tensor) -> str:
-    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+    """A generator state as base64; torch's CPU layout is packed to 32-bit words (``mt32:``), any
+    other state (another layout, a word above 32 bits) is kept byte for byte."""
+    raw = state.numpy().tobytes()
+    words_end = _MT_HEAD + 8 * _MT_WORDS
+    if len(raw) == _MT_SIZE:
+        words = np.frombuffer(raw[_MT_HEAD:words_end], dtype="<u8")
+        if int(words.max()) < 2**32:
+            packed = raw[:_MT_HEAD] + words.astype("<u4").tobytes() + raw[words_end:]
+            return _PACKED + base64.b64encode(packed).decode("ascii")
+    return base64.b64encode(raw).decode("ascii")
 
 
 def _decode_state(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text, validate=True)), dtype=torch.uint8)
+    """The inverse of :func:`_encode_state` (also reads the unpacked states of format 1)."""
+    packed = text.startswith(_PACKED)
+    raw = base64.b64decode(text[len(_PACKED):] if packed else text, validate=True)
+    if packed:
+        words_end = _MT_HEAD + 4 * _MT_WORDS
+        if len(raw) != _MT_SIZE - 4 * _MT_WORDS:
+            raise ValueError(f"a packed generator state has {len(raw)} bytes")
+        words = np.frombuffer(raw[_MT_HEAD:words_end], dtype="<u4").astype("<u8")
+        raw = raw[:_MT_HEAD] + words.tobytes() + raw[words_end:]
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+
+def _has_drawn(generator: torch.Generator) -> bool:
+    """Whether ``generator`` has left the state its seed gives (it has drawn something)."""
+    fresh = torch.Generator().manual_seed(generator.initial_seed())
+    return not torch.equal(fresh.get_state(), generator.get_state())
 
 
 class ResumeFile:
@@ -114,7 +153,7 @@ class ResumeFile:
 
     def _unpack(self, state: dict, counts: dict, generators: dict, spec_of: dict,
                 n_batches: int) -> tuple[int, float]:
-        if state.get("format") != FORMAT:
+        if state.get("format") not in READABLE_FORMATS:
             raise ValueError(f"format {state.get('format')!r} is not {FORMAT!r}")
         if state.get("fingerprint") != self.fingerprint:
             raise ValueError("it was recorded for other images, settings or weights")
@@ -122,7 +161,7 @@ class ResumeFile:
         if not 0 < done <= n_batches:
             raise ValueError(f"batches_done {done} is not in 1..{n_batches}")
         keys = [tuple(k) for k, _ in state["generators"]]
-        if keys != list(generators):
+        if not set(keys) <= set(generators) or len(set(keys)) != len(keys):
             raise ValueError("its generators do not match the specs")
         restored = {}
         for entry in state["counts"]:
@@ -135,23 +174,26 @@ class ResumeFile:
             torch.Generator().set_state(s)
         if torch_state.numel() != torch.get_rng_state().numel():
             raise ValueError("its torch_rng state is malformed")
-        for gen, s in zip(generators.values(), states):
-            gen.set_state(s)
+        for key, s in zip(keys, states):  # the others have not drawn yet: they stay at their seed
+            generators[key].set_state(s)
         torch.set_rng_state(torch_state)
         counts.update(restored)
         return done, elapsed
 
     def save(self, batches_done: int, counts: dict, generators: dict[tuple, torch.Generator],
              elapsed: float) -> None:
-        """Record the tallies after ``batches_done`` batches (atomically)."""
-        save_json({
+        """Record the tallies after ``batches_done`` batches (atomically; compact JSON, only the
+        generators that have drawn)."""
+        state = {
             "format": FORMAT, "fingerprint": self.fingerprint, "batches_done": batches_done,
             "elapsed_s": elapsed,
             "counts": [{"key": list(k), "correct": c, "n": n, "params": p}
                        for k, (c, n, _, p) in counts.items()],
-            "generators": [[list(k), _encode_state(g.get_state())] for k, g in generators.items()],
+            "generators": [[list(k), _encode_state(g.get_state())] for k, g in generators.items()
+                           if _has_drawn(g)],
             "torch_rng": _encode_state(torch.get_rng_state()),
-        }, self.path)
+        }
+        save_json(state, self.path, indent=None)
 
     def remove(self) -> None:
         """Delete the file (the evaluation is complete)."""
