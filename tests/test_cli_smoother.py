@@ -175,6 +175,7 @@ def _bad_npy(tmp_path: Path, name: str, arr) -> Path:
     ("sparsity", "sparsity must be in (0, 1], got 1.5"),
     ("solver", "--solver must be one of imex, dct, explicit, got 'fast'"),
     ("step", "is unstable for the 'dct' solver"),
+    ("imex step", "step 1e+06 is unstable for the 'imex' solver: it needs step < "),
     ("projection", "--projection must be one of graph, pinv, lsqr, got 'svd'"),
     ("batch size", "--batch-size must be a finite number > 0, got 0"),
     ("same name", "would both be written to"),
@@ -219,6 +220,8 @@ def test_smooth_bad_input_exit_2_one_line_nothing_written(photos, tmp_path, caps
         extra = ["--solver", "fast"]
     elif case == "step":
         extra = ["--solver", "dct", "--step", "1.0"]
+    elif case == "imex step":  # the default solver: was 1 iteration, sparsity 0.998, "reached"
+        extra = ["--step", "1e6"]
     elif case == "projection":
         extra = ["--projection", "svd"]
     elif case == "batch size":

@@ -68,6 +68,8 @@ BAD_INPUTS = [
      "step 1 is unstable for the 'dct' solver"),
     ("unstable explicit step", lambda: _img(8, 8), {"solver": "explicit", "step": 1.0},
      "unstable for the 'explicit' solver"),
+    ("huge imex step", lambda: _img(8, 8), {"step": 1e6},
+     r"step 1e\+06 is unstable for the 'imex' solver: it needs step < 4 "),
     ("negative step", lambda: _img(8, 8), {"step": -0.1}, "step must be a finite number > 0"),
     ("unknown projection", lambda: _img(8, 8), {"projection": "svd"},
      "unknown projection 'svd'; expected one of graph, pinv, lsqr"),
@@ -344,3 +346,20 @@ def test_half_precision_input_is_smoothed_in_float32_and_returned_in_its_dtype(c
     assert torch.equal(info.iterations, ref_info.iterations) and bool(info.reached.all())
     assert torch.equal(y, ref.to(dtype))
 
+
+
+def test_a_level_jumped_over_by_a_large_step_is_not_reached(cifar_batch):
+    """At the default step every first iterate past 0.1 overshoots it by little (at most 0.02 on
+    CIFAR-10 images) and counts as reached; at a step just below the imex limit the path jumps
+    over the level on some images: they say 'overshot', with the sparsity they reached."""
+    x = cifar_batch[:12]
+    _, fine = smooth(x, 0.1, return_info=True)
+    assert fine.reached.all() and float(fine.sparsity.max()) <= 0.1 + 0.05
+    with pytest.warns(UnreachedLevelWarning) as caught:
+        _, coarse = smooth(x, 0.1, step=3.9, return_info=True)
+    jumped = coarse.sparsity[0] > 0.15
+    assert jumped.any() and torch.equal(coarse.reached[0], ~jumped)
+    records = caught[0].message.records
+    assert [r.image for r in records] == torch.nonzero(jumped).flatten().tolist()
+    assert all(r.reason.startswith("overshot: the first iterate past the level has sparsity")
+               for r in records)

@@ -13,7 +13,8 @@ class InputError(ValueError):
 
 
 class UnreachedLevelWarning(UserWarning):
-    """Some images stopped before a requested sparsity level (flat regions, or ``max_iter``).
+    """Some images stopped before a requested sparsity level (flat regions, or ``max_iter``), or
+    jumped over it (a step too large for the image).
 
     Raised once per smoothing call; ``records`` holds one :class:`UnreachedLevel` per (image, level),
     the same objects as :attr:`virolbi.smoother.SmoothResult.warnings`."""

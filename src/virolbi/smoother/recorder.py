@@ -66,13 +66,21 @@ class LevelRecorder:
                 self._store(li, st.idx[miss], miss, u_stop, it, st.k, sp, False)
         self.final_iteration[st.idx[finished]] = st.k[finished]
 
+    def mark_overshoots(self, tolerance: float) -> None:
+        """Count a level as not reached where the first iterate past it overshoots it by more than
+        ``tolerance`` (a step too large for the image: the path jumped over the level)."""
+        over = self.sparsity > self.level_tensor[:, None].to(self.sparsity.device) + tolerance
+        self.reached = self.reached & ~over.to(self.reached.device)
+
     def unreached(self, max_iter: int) -> list[UnreachedLevel]:
         """One record per (image, level) not reached, saying where the image stopped and why."""
         out = []
         for li, level in enumerate(self.levels):
             for i in torch.nonzero(~self.reached[li]).flatten().tolist():
-                k = int(self.iterations[li, i])
-                why = ("every edge along which the image changes is already active" if k < max_iter
+                k, sp = int(self.iterations[li, i]), float(self.sparsity[li, i])
+                why = (f"overshot: the first iterate past the level has sparsity {sp:.3f} (the step "
+                       "is too large for this image; use a smaller step)" if sp > level else
+                       "every edge along which the image changes is already active" if k < max_iter
                        else f"max_iter={max_iter} reached")
-                out.append(UnreachedLevel(i, level, float(self.sparsity[li, i]), k, why))
+                out.append(UnreachedLevel(i, level, sp, k, why))
         return sorted(out, key=lambda r: (r.image, r.level))

@@ -27,13 +27,18 @@ from virolbi.errors import InputError
 from virolbi.smoother.operators import NeumannSolver, adjoint_diff, forward_diff, hessian_norm
 from virolbi.smoother.prox import edge_magnitude, implicit_update, shrink
 
-__all__ = ["SOLVERS", "DEFAULT_SOLVER", "IMEX_STEP", "Iterate", "PathState", "ExplicitSolver",
+__all__ = ["SOLVERS", "DEFAULT_SOLVER", "IMEX_STEP", "IMEX_MAX_STEP", "Iterate", "PathState", "ExplicitSolver",
            "DctSolver", "ImexSolver", "default_step", "make_solver"]
 
 SOLVERS = ("imex", "dct", "explicit")
 DEFAULT_SOLVER = "imex"
 #: Step of the ``"imex"`` solver in units of ν/κ (α = IMEX_STEP·ν/κ = 0.4 at the defaults).
 IMEX_STEP = 2.0
+#: Largest ``"imex"`` step, in units of ν/κ (α < 4 at the defaults). The implicit update is stable at
+#: any step, but the path is not: measured on 250 CIFAR-10 images (levels 0.1-0.9), the overshoot
+#: past a level grows linearly with the step (≤ 0.02 at the default, 0.16 at 10x), and at 1e6 one
+#: iteration jumps from no edge to 99.8 % of them. Beyond 10x the default the step is refused.
+IMEX_MAX_STEP = 10 * IMEX_STEP
 
 
 @dataclasses.dataclass
@@ -85,10 +90,12 @@ def check_step(solver: str, step: float, height: int, width: int, kappa: float, 
     if solver not in SOLVERS:
         raise InputError(f"unknown solver {solver!r}; expected one of {', '.join(SOLVERS)}")
     limit = {"explicit": 2.0 / (kappa * hessian_norm(height, width, nu)),
-             "dct": 2.0 * nu / kappa}.get(solver)
-    if limit is not None and step >= limit:
+             "dct": 2.0 * nu / kappa, "imex": IMEX_MAX_STEP * nu / kappa}[solver]
+    bound = {"explicit": "2/(kappa*||H||)", "dct": "2*nu/kappa",
+             "imex": f"{IMEX_MAX_STEP:g}*nu/kappa: the path jumps past the levels"}[solver]
+    if step >= limit:
         raise InputError(f"step {step:g} is unstable for the {solver!r} solver: it needs "
-                         f"step < {limit:.4g} (2/(kappa*||H||))")
+                         f"step < {limit:.4g} ({bound})")
 
 
 class _Solver:
