@@ -183,4 +183,82 @@ def test_a_full_disk_names_the_resume_file_and_says_a_rerun_continues(cifar_imag
                         f"{out / 'partial-evaluation.json'}: free some space and run it again "
                         "(finished outputs are kept; the same command continues from the last "
                         "finished batch)")
-    assert sorted(p.name for p in out.iterdir()) == []         # no temporary, no half file
+    assert not out.exists() or list(out.iterdir()) == []      # no temporary, no half file
+
+
+_HOLD_THE_FOLDER = """
+import sys
+from virolbi.io import locked_output_dir
+with locked_output_dir(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()          # until the test closes it
+"""
+
+
+def test_a_second_run_into_a_busy_folder_gets_one_line(cifar_image_tree, checkpoints, tmp_path,
+                                                       capsys):
+    """Issue #30 item 6: two evaluations into one --output-dir both ran and the last writer won.
+    While another process holds the folder, a second run stops at once, writing nothing."""
+    d, _ = checkpoints
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
+            "--suite", "lowres", "--limit", "4", "--device", "cpu", "--output-dir", str(out)]
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_FOLDER, str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(args)
+        _one_error_line(capsys, code, f"--output-dir {out} is in use by another virolbi run")
+        assert list(out.iterdir()) == []
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    assert main(args) == 0                                       # free again
+    assert (out / "results.json").is_file()
+
+
+def test_a_finished_result_is_replaced_only_with_overwrite(cifar_image_tree, checkpoints,
+                                                           tmp_path, capsys):
+    """Issue #30 item 6: an existing result was overwritten without a word."""
+    d, _ = checkpoints
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
+            "--suite", "lowres", "--device", "cpu", "--output-dir", str(out)]
+    assert main(args + ["--limit", "4"]) == 0
+    capsys.readouterr()
+    first = (out / "results.json").read_bytes()
+    code = main(args + ["--limit", "8"])
+    _one_error_line(capsys, code, f"--output-dir {out} already holds a finished evaluation "
+                                  "(results.json); pass --overwrite to replace it")
+    assert (out / "results.json").read_bytes() == first
+    assert main(args + ["--limit", "8", "--overwrite"]) == 0
+    assert load_results(out / "results.json").meta["n"] == 8
+
+
+def test_an_unknown_suite_names_every_suite_there_is(cifar_image_tree, checkpoints, tmp_path,
+                                                     capsys):
+    """Issue #30 item 7: the message left out psnr and sdnet, which --suite also takes."""
+    from virolbi.evaluate.suites import SUITES
+
+    d, _ = checkpoints
+    code = main(["evaluate", "--checkpoint", str(d / "full.pt"), "--data", str(cifar_image_tree),
+                 "--suite", "everything", "--output-dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    listed = err.split("expected one of ")[1].strip().split(", ")
+    assert set(listed) == {*SUITES, "psnr", "sdnet"}
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_argument_of_every_command_has_help_text():
+    """Issue #30 item 7: evaluate's --batch-size and --seed had none."""
+    import argparse
+
+    from virolbi.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"{command} {(a.option_strings or [a.dest])[0]}"
+            for command, parser in sub.choices.items() for a in parser._actions
+            if a.help in (None, "") and a.dest != "help"]
+    assert bare == []

@@ -18,8 +18,14 @@ import numpy as np
 
 from virolbi.errors import InputError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: output folders are not locked
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["atomic_path", "save_json", "load_json", "save_text", "read_image", "write_image",
-           "IMAGE_SUFFIXES", "check_output_dir", "check_output_file", "load_torch_file"]
+           "IMAGE_SUFFIXES", "check_output_dir", "check_output_file", "load_torch_file",
+           "locked_output_dir"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -302,3 +308,41 @@ def check_output_file(path: str | os.PathLike | None, option: str = "--output") 
         raise InputError(f"{option} {p} is a folder; expected a file name")
     _probe_writable(p, option, p.parent)
     return p
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; return those created, outermost first."""
+    missing = []
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+@contextlib.contextmanager
+def locked_output_dir(path: str | os.PathLike, option: str = "--output-dir") -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder while a command writes into it: a second run
+    into the same folder gets one line (:class:`InputError`) instead of silently racing the first.
+
+    The lock is ``flock`` on the folder itself: no lock file is left, and it is released when the
+    process ends, however it ends. The folder is created if missing and removed again (with the
+    parents made for it) if the run leaves it empty, e.g. when it fails before writing anything.
+    """
+    p = Path(path)
+    created = _make_folders(p)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(f"{option} {p} is in use by another virolbi run; wait for it to "
+                                 f"finish or choose another {option}") from None
+        yield p
+    finally:
+        os.close(fd)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()       # only an empty folder goes

@@ -31,6 +31,8 @@ HELP = "robustness suite (noise, FGSM/PGD, low resolution, frequency) on a check
 RERUN = "the same command continues from the last finished batch"
 
 _NAME_KEYS = ("model", "name", "arch")
+#: The finished result of each suite that writes its own (the others write results.json).
+FINISHED_RESULT = {"psnr": "psnr.json", "sdnet": "sdnet.json"}
 
 
 def _read_checkpoint(path: Path) -> Any:
@@ -136,7 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training images used to fit: --suite sdnet, Algorithm 1's lambda(r) "
                              "(of --data's train split, stratified; default 500); --suite psnr "
                              "--checkpoint virolbi, the sparsity (Train400; default 40)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="images per batch (the resume file is kept after every batch; the "
+                             "same batch size and seed give the same numbers)")
     parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (step ε/4)")
     parser.add_argument("--eps-convention", choices=("pixel", "normalized"), default="pixel",
                         help="epsilon on [0, 1] pixels, or on normalised images (the paper's "
@@ -145,12 +149,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average every attack gradient over N forward passes (EOT) - for "
                              "randomised models such as PNI; default: 8 for a model with weight "
                              "noise, else 1")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the --limit subset, the noise draws and PGD's random starts")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     parser.add_argument("--no-sanity", action="store_true",
                         help="skip the extra PGD runs of the sanity checks")
     parser.add_argument("--output-dir", default="evaluation",
-                        help="where results.json, results.md and results.png go")
+                        help="where results.json, results.md and results.png go (locked while "
+                             "the evaluation runs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished evaluation already in --output-dir (without it, "
+                             "such a folder is refused)")
 
 
 def _smoother_psnr_rows(args: argparse.Namespace, images: list, meta: dict) -> list[dict]:
@@ -180,11 +189,9 @@ def _run_psnr(args: argparse.Namespace) -> int:
     """The denoising suite: PSNR of a trained denoiser on a gray test set (thesis Table 2.1)."""
     from virolbi.denoise.data import SETS, load_gray_set
     from virolbi.denoise.evaluate import load_denoiser, psnr_rows, write_psnr_report
-    from virolbi.io import check_output_dir
 
     if args.data not in SETS:
         raise InputError(f"--suite psnr takes --data {' or '.join(SETS)}, got {args.data!r}")
-    check_output_dir(args.output_dir, "--output-dir")
     images = load_gray_set(args.data, args.data_dir)[:args.limit]
     meta = {"checkpoint": str(args.checkpoint), "data": args.data, "images": len(images)}
     if str(args.checkpoint) == "virolbi":
@@ -203,14 +210,12 @@ def _run_sdnet(args: argparse.Namespace) -> int:
     from virolbi.data.subset import balanced_subset
     from virolbi.evaluate.data import EvalData
     from virolbi.evaluate.sdnet_table import sdnet_noise_table, write_sdnet_report
-    from virolbi.io import check_output_dir
 
     args.fit_images = 500 if args.fit_images is None else args.fit_images
     for flag, value in (("--limit", args.limit), ("--fit-images", args.fit_images),
                         ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
-    check_output_dir(args.output_dir, "--output-dir")
     model, _ = build_model(args.checkpoint, model=args.model, width=args.width,
                            num_classes=args.num_classes)
     sets = []
@@ -233,18 +238,44 @@ def _run_sdnet(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    from virolbi.checks import check_unit_interval, resolve_device
-    from virolbi.io import check_output_dir
-    from virolbi.evaluate import evaluate, get_suite, write_report
-    from virolbi.evaluate.partial import RESUME_FILE
-    from virolbi.models.pni import default_eot_samples
+def _check_suite(name: str) -> None:
+    """An unknown ``--suite`` fails before anything is loaded, naming every suite there is."""
+    from virolbi.evaluate.suites import SUITES
 
-    if args.suite == "psnr":
-        return _run_psnr(args)
-    if args.suite == "sdnet":
-        return _run_sdnet(args)
-    get_suite(args.suite)  # an unknown suite fails before anything is loaded
+    known = (*SUITES, *FINISHED_RESULT)
+    if name not in known:
+        raise InputError(f"unknown suite {name!r} (--suite); expected one of {', '.join(known)}")
+
+
+def _refuse_a_finished_result(args: argparse.Namespace) -> None:
+    """A folder that already holds this suite's finished result is replaced only with --overwrite
+    (an interrupted evaluation's resume file is not a result: it is continued)."""
+    done = Path(args.output_dir) / FINISHED_RESULT.get(args.suite, "results.json")
+    if done.is_file() and not args.overwrite:
+        raise InputError(f"--output-dir {args.output_dir} already holds a finished evaluation "
+                         f"({done.name}); pass --overwrite to replace it, or choose another "
+                         "--output-dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    from virolbi.io import check_output_dir, locked_output_dir
+
+    _check_suite(args.suite)
+    options = _suite_options(args) if args.suite not in FINISHED_RESULT else None
+    check_output_dir(args.output_dir, "--output-dir")
+    with locked_output_dir(args.output_dir, "--output-dir"):  # a second run gets one line
+        _refuse_a_finished_result(args)
+        if args.suite == "psnr":
+            return _run_psnr(args)
+        if args.suite == "sdnet":
+            return _run_sdnet(args)
+        return _run_suite(args, *options)
+
+
+def _suite_options(args: argparse.Namespace) -> tuple[float | None, str]:
+    """The checked options of a robustness suite: (preprocessing sparsity or None, device)."""
+    from virolbi.checks import check_unit_interval, resolve_device
+
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
                         ("--pgd-steps", args.pgd_steps), ("--eot-samples", args.eot_samples)):
         if value is not None and value < 1:
@@ -253,8 +284,15 @@ def run(args: argparse.Namespace) -> int:
                 else check_unit_interval(args.preprocess_sparsity, "--preprocess-sparsity"))
     if sparsity is not None and args.preprocess_blur:
         raise InputError("give either --preprocess-sparsity or --preprocess-blur, not both")
-    device = str(resolve_device(args.device, "--device"))
-    check_output_dir(args.output_dir, "--output-dir")
+    return sparsity, str(resolve_device(args.device, "--device"))
+
+
+def _run_suite(args: argparse.Namespace, sparsity: float | None, device: str) -> int:
+    """A robustness suite (paper, quick, noise, ...) on a classifier, resumable batch by batch;
+    ``sparsity`` and ``device`` as :func:`_suite_options` checked them."""
+    from virolbi.evaluate import evaluate, write_report
+    from virolbi.evaluate.partial import RESUME_FILE
+    from virolbi.models.pni import default_eot_samples
 
     model, config = build_model(args.checkpoint, model=args.model, width=args.width,
                                 num_classes=args.num_classes)
