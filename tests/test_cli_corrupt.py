@@ -155,3 +155,18 @@ def test_one_convention_for_outputs_and_devices_across_commands():
             assert opts["--device"].default in ("auto", None), name
     assert "--output-dir DIR for a folder" in CONVENTIONS
     assert " ".join(CONVENTIONS.split()) in " ".join(parser.format_help().split())  # wrapped
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--data", "cifar10-jpeg", "--split", "test"], "use --split val"),
+    (["--data", "cifar10-jpeg", "--split", "validation"],
+     "--split must be train, val or test, got 'validation'"),
+])
+def test_split_errors_name_the_option_as_typed(tmp_path, capsys, argv, line):
+    """Issue #30 item 7: the message said split='val' where the user typed --split."""
+    code = main(["corrupt", *argv, "--corruption", "gaussian_noise", "--severities", "1",
+                 "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert line in err and "split=" not in err
+    assert not (tmp_path / "o").exists()

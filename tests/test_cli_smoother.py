@@ -532,3 +532,34 @@ def test_large_images_are_announced_with_size_memory_and_time(photos, tmp_path, 
 def test_messages_name_the_option_the_user_typed(photos, tmp_path, capsys, extra, match):
     code = main(["smooth", str(photos / "camera.png"), "--output-dir", str(tmp_path / "o"), *extra])
     _error_line(capsys, code, "smooth", match)
+
+
+def test_transparency_is_announced_once_and_gray_with_alpha_stays_gray(photos, tmp_path,
+                                                                       capsys):
+    """Issue #30 item 7: RGBA, LA and palette images lost their alpha silently (and LA became
+    RGB). One note names every file whose transparency is dropped; LA is smoothed as gray; an
+    opaque alpha band (chelsea.png) loses nothing and is not named."""
+    gray = np.asarray(Image.open(photos / "camera.png"))
+    alpha = np.full(gray.shape, 255, np.uint8)
+    alpha[:5, :5] = 0
+    Image.fromarray(np.dstack([gray, alpha]), "LA").save(tmp_path / "gray_alpha.png")
+    rgb = np.asarray(Image.open(photos / "coffee.png"))
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), "RGBA").save(
+        tmp_path / "rgba.png")
+    palette = Image.open(photos / "coffee.png").convert("P")
+    palette.info["transparency"] = int(np.asarray(palette)[0, 0])
+    palette.save(tmp_path / "palette.png", transparency=palette.info["transparency"])
+    inputs = [tmp_path / "gray_alpha.png", tmp_path / "rgba.png", tmp_path / "palette.png",
+              photos / "chelsea.png"]
+    out = tmp_path / "out"
+    assert main(["smooth", *map(str, inputs), "--output-dir", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("virolbi smooth: note: transparency is not smoothed")
+    named = err[0].rsplit("(", 1)[1].rstrip(")").split(", ")
+    assert named == [str(p) for p in inputs[:3]]
+    with Image.open(out / "gray_alpha_s0.60.png") as img:
+        assert img.mode == "L"
+        assert np.array_equal(np.array(img), _expected_png(_as_chw(gray), 0.6))
+    for name in ("rgba", "palette", "chelsea"):
+        with Image.open(out / f"{name}_s0.60.png") as img:
+            assert img.mode == "RGB"

@@ -32,6 +32,7 @@ class LoadedImage:
     gray_2d: bool  # input was (H, W): write (H, W) back
     is_array: bool  # came from .npy: write .npy back
     dtype: np.dtype  # .npy input dtype (float32/float64) to keep
+    alpha_dropped: bool = False  # the file had transparency, which is not read (nor written back)
 
     @property
     def stem(self) -> str:
@@ -68,9 +69,10 @@ def _read_array(path: Path) -> tuple[np.ndarray, bool]:
 def load_image(path: str | Path) -> LoadedImage:
     """Read one input file (an image, or a ``.npy`` array) and check it as the smoother would,
     with the file name in every message."""
-    from virolbi.io import read_image
+    from virolbi.io import read_image_with_alpha
 
     path = Path(path)
+    alpha_dropped = False
     if path.suffix.lower() == ".npy":
         arr, gray = _read_array(path)
         dtype = arr.dtype if arr.dtype != np.uint8 else np.dtype(np.float32)
@@ -81,13 +83,14 @@ def load_image(path: str | Path) -> LoadedImage:
         t = t[None] if gray else t
         is_array = True
     else:
-        arr = read_image(path)  # uint8 (H, W) or (H, W, 3); RGBA/palette -> RGB
+        arr, alpha_dropped = read_image_with_alpha(path)  # uint8 (H, W) or (H, W, 3), no alpha
         gray = arr.ndim == 2
         t = torch.from_numpy(np.array(arr, copy=True)).float() / 255.0
         t = t[None] if gray else t.permute(2, 0, 1).contiguous()
         dtype, is_array = np.dtype(np.uint8), False
     check_image_batch(t[None], str(path))
-    return LoadedImage(path=path, image=t, gray_2d=gray, is_array=is_array, dtype=dtype)
+    return LoadedImage(path=path, image=t, gray_2d=gray, is_array=is_array, dtype=dtype,
+                       alpha_dropped=alpha_dropped)
 
 
 def load_images(paths: Iterable[str | Path]) -> list[LoadedImage]:

@@ -23,7 +23,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: output folders are not locked
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_path", "save_json", "load_json", "save_text", "read_image", "write_image",
+__all__ = ["atomic_path", "save_json", "load_json", "save_text", "read_image",
+           "read_image_with_alpha", "write_image",
            "IMAGE_SUFFIXES", "check_output_dir", "check_output_file", "load_torch_file",
            "locked_output_dir"]
 
@@ -181,13 +182,23 @@ def _gray_to_8_bits(arr: np.ndarray, mode: str, path: Path) -> np.ndarray:
     return np.round(a / 257.0).astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarray:
-    """Read an image file into a ``uint8`` array, ``(H, W)`` for gray or ``(H, W, C)`` for colour.
+#: Pillow modes read as gray ("1", and gray with alpha, whose alpha is dropped).
+_GRAY_MODES = ("1", "LA", "La")
 
-    ``mode`` converts with Pillow first (``"RGB"`` or ``"L"``). Raises :class:`InputError` for a
-    missing, unreadable or non-image file. Palette images become RGB; 16-bit gray images stay gray
-    and are scaled to 8 bits (:func:`_gray_to_8_bits`), not clipped.
-    """
+
+def _has_transparency(img: Any) -> bool:
+    """Whether a Pillow image has a pixel that is not fully opaque (an alpha band or a palette or
+    gray transparency entry that is used; an alpha band of 255 everywhere loses nothing)."""
+    if not (any(band in ("A", "a") for band in img.getbands()) or "transparency" in img.info):
+        return False
+    return int(np.asarray(img.convert("RGBA").getchannel("A")).min()) < 255
+
+
+def read_image_with_alpha(path: str | os.PathLike, *,
+                          mode: str | None = None) -> tuple[np.ndarray, bool]:
+    """:func:`read_image`, and whether transparency was dropped: the file had pixels that are not
+    fully opaque (alpha band, transparent palette entry), of which only the colour or gray values
+    are read."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -200,19 +211,32 @@ def read_image(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarra
             img.load()
             if img.mode.startswith("I;16") or img.mode in ("I", "F"):
                 arr = _gray_to_8_bits(np.asarray(img), img.mode, path)
-                return arr if mode != "RGB" else np.repeat(arr[..., None], 3, axis=2)
+                return (arr if mode != "RGB" else np.repeat(arr[..., None], 3, axis=2)), False
+            dropped = (mode is None or "A" not in mode) and _has_transparency(img)
             if mode is not None:
                 img = img.convert(mode)
+            elif img.mode in _GRAY_MODES:
+                img = img.convert("L")          # gray stays gray
             elif img.mode not in ("L", "RGB"):
-                img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-                if img.mode == "RGBA":
-                    img = img.convert("RGB")
+                img = img.convert("RGBA" if dropped else "RGB").convert("RGB")
             arr = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {path} as an image: {exc}") from None
     if arr.dtype != np.uint8:
         raise InputError(f"{path}: unsupported pixel type {arr.dtype}")
-    return arr
+    return arr, dropped
+
+
+def read_image(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarray:
+    """Read an image file into a ``uint8`` array, ``(H, W)`` for gray or ``(H, W, C)`` for colour.
+
+    ``mode`` converts with Pillow first (``"RGB"`` or ``"L"``). Raises :class:`InputError` for a
+    missing, unreadable or non-image file. Gray images with alpha (``LA``) and 1-bit images stay
+    gray; palette and other colour images become RGB; the alpha band is dropped (see
+    :func:`read_image_with_alpha` to know when). 16-bit gray images stay gray and are scaled to 8
+    bits (:func:`_gray_to_8_bits`), not clipped.
+    """
+    return read_image_with_alpha(path, mode=mode)[0]
 
 
 def write_image(array: np.ndarray, path: str | os.PathLike) -> Path:

@@ -4,13 +4,18 @@ underscore keeps the dispatcher from listing it)."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from virolbi.checks import check_levels, check_positive
 from virolbi.errors import InputError
 
 __all__ = ["add_dataset_arguments", "load_dataset_from_args", "add_smoother_arguments",
-           "smoother_options", "parse_levels", "progress", "warn", "note", "announce_large_images"]
+           "smoother_options", "parse_levels", "progress", "warn", "note", "announce_large_images",
+           "announce_dropped_alpha", "as_typed", "SPLITS"]
+
+#: The splits --split takes.
+SPLITS = ("train", "val", "test")
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +31,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
                         help="dataset name (cifar10, cifar100, cifar10-jpeg, imagenet100) or the "
                              "path of an ImageFolder directory / tar archive")
-    parser.add_argument("--split", default="test", help="train, val or test")
+    parser.add_argument("--split", default="test", help=", ".join(SPLITS[:-1]) + " or " + SPLITS[-1])
     parser.add_argument("--data-dir", default=None, help="where the dataset lives")
     parser.add_argument("--download", action="store_true",
                         help="download the official CIFAR-10/100 release into --data-dir when it "
@@ -35,12 +40,29 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resize and centre-crop folder images to this side")
 
 
-def load_dataset_from_args(args: argparse.Namespace):
-    """The dataset named by the arguments of :func:`add_dataset_arguments`."""
+def load_dataset_from_args(args: argparse.Namespace, split: str | None = None):
+    """The dataset named by the arguments of :func:`add_dataset_arguments` (``split`` instead of
+    ``--split`` when given); the library's messages name the options as the user typed them."""
     from virolbi.data import load_dataset
 
-    return load_dataset(args.data, args.split, data_dir=args.data_dir, image_size=args.image_size,
-                        download=args.download)
+    split = args.split if split is None else split
+    if split not in SPLITS:
+        raise InputError(f"--split must be {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, got {split!r}")
+    try:
+        return load_dataset(args.data, split, data_dir=args.data_dir, image_size=args.image_size,
+                            download=args.download)
+    except InputError as err:
+        raise InputError(as_typed(str(err))) from None
+
+
+def as_typed(message: str) -> str:
+    """A library message with its keyword arguments as the options the user typed: ``split='val'``
+    becomes ``--split val``.
+
+    >>> as_typed("cifar10 has no validation split: ... or use split='test'")
+    'cifar10 has no validation split: ... or use --split test'
+    """
+    return re.sub(r"\bsplit='(\w+)'", r"--split \1", message)
 
 
 # Options of the smoother, shared by smooth, path and demo.
@@ -142,3 +164,12 @@ def announce_large_images(command: str, images: list, options: dict) -> None:
                       f"{lo:.0f}-{hi:.0f} min on 2 cores (more for higher levels); progress below")
         options["progress"] = True
 
+
+
+def announce_dropped_alpha(command: str, images: list) -> None:
+    """One note for all the inputs whose transparency (alpha band, transparent palette entry) is
+    not smoothed and not written back (:attr:`~virolbi.imagefiles.LoadedImage.alpha_dropped`)."""
+    dropped = [str(im.path) for im in images if im.alpha_dropped]
+    if dropped:
+        note(command, f"transparency is not smoothed: the alpha channel of {len(dropped)} "
+                      f"image(s) is dropped and the outputs are opaque ({', '.join(dropped)})")

@@ -206,7 +206,6 @@ def _run_psnr(args: argparse.Namespace) -> int:
 
 def _run_sdnet(args: argparse.Namespace) -> int:
     """SDNet's robust inference table (Li et al. 2022, Algorithm 1, Tables 2-3, Fig. 2)."""
-    from virolbi.data import load_dataset
     from virolbi.data.subset import balanced_subset
     from virolbi.evaluate.data import EvalData
     from virolbi.evaluate.sdnet_table import sdnet_noise_table, write_sdnet_report
@@ -220,8 +219,7 @@ def _run_sdnet(args: argparse.Namespace) -> int:
                            num_classes=args.num_classes)
     sets = []
     for split, n in ((args.split, args.limit), ("train", args.fit_images)):
-        data = EvalData(load_dataset(args.data, split, data_dir=args.data_dir,
-                                     image_size=args.image_size, download=args.download))
+        data = EvalData(load_dataset_from_args(args, split))
         labels = data.labels()
         idx = (balanced_subset(labels, n, args.seed) if labels is not None and n
                else np.arange(data.length)[:n])

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from virolbi.cli._common import (add_smoother_arguments, announce_large_images, parse_levels,
+from virolbi.cli._common import (add_smoother_arguments, announce_dropped_alpha,
+                                 announce_large_images, parse_levels,
                                  smoother_options, warn)
 from virolbi.imagefiles import load_images, smoothed_batches
 from virolbi.errors import InputError
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.report, "--report")
     images = load_images(args.images)
     announce_large_images(COMMAND, images, options)
+    announce_dropped_alpha(COMMAND, images)
     for im in images:
         if im.size[0] not in (1, 3):
             raise InputError(f"{im.path}: the figure draws gray or RGB images, got "

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from virolbi.checks import check_unit_interval
-from virolbi.cli._common import (add_smoother_arguments, announce_large_images, smoother_options,
+from virolbi.cli._common import (add_smoother_arguments, announce_dropped_alpha,
+                                 announce_large_images, smoother_options,
                                  warn)
 from virolbi.errors import InputError
 from virolbi.imagefiles import load_images, output_name, smoothed_batches, write_output
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.report, "--report")
     images = load_images(args.images)
     announce_large_images(COMMAND, images, options)
+    announce_dropped_alpha(COMMAND, images)
     names = [output_name(im, sparsity) for im in images]
     seen: dict[str, Path] = {}
     for im, name in zip(images, names):
