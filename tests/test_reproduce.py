@@ -261,3 +261,18 @@ def test_a_cell_evaluated_on_other_images_is_not_reused(tiny_plan, tmp_path):
     save_json({"rows": [], "sanity": [], "meta": {"eval_images": 1000}}, out / "results.json")
     with pytest.raises(InputError, match="evaluated on 1000 images but this table asks for 10"):
         evaluate_cell(plan, "t_vanilla", "noise", None, list(range(10)), tmp_path, {})
+
+
+def test_write_only_on_a_work_dir_without_evaluations_is_refused(tmp_path, capsys):
+    """Issue #30 item 7: `reproduce table8 --write-only` on an empty work dir wrote a table with
+    no column (a malformed Markdown table) and exited 0."""
+    from virolbi.cli import main
+
+    work, out = tmp_path / "work", tmp_path / "tables"
+    code = main(["reproduce", "table8", "--write-only", "--work-dir", str(work),
+                 "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"virolbi reproduce: error: --write-only: --work-dir {work} holds no "
+                          "evaluation for table8")
+    assert not out.exists() and not work.exists()

@@ -35,6 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--work-dir (models not evaluated yet are left out, and named)")
 
 
+def _refuse_empty_tables(plan, tables: list[str], work: Path) -> None:
+    """--write-only computes nothing: a table with no evaluation in --work-dir is refused (all
+    checked before any table is written) rather than written as a header without a column."""
+    from virolbi.errors import InputError
+    from virolbi.reproduce.tables import tables_without_cells
+
+    empty = tables_without_cells(plan, tables, work)
+    if empty:
+        raise InputError(f"--write-only: --work-dir {work} holds no evaluation for "
+                         f"{', '.join(empty)}, so there is nothing to write; run without "
+                         "--write-only first to compute it")
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -52,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     work = check_output_dir(args.work_dir, "--work-dir")
     out = check_output_dir(args.output_dir, "--output-dir") if args.output_dir else work / "tables"
+    if args.write_only:
+        _refuse_empty_tables(plan, tables, work)
     paths = run_tables(plan, tables, work, out, pretrained=args.pretrained,
                        write_only=args.write_only)
     for table, path in paths.items():

@@ -201,6 +201,12 @@ def table_cells(plan: Plan, table: str, work: Path) -> list[dict[str, Any]]:
     return cells
 
 
+def tables_without_cells(plan: Plan, tables: list[str], work: Path) -> list[str]:
+    """The tables of ``tables`` (names in the plan) that ``work`` holds no evaluation for: written,
+    they would be a header without a column."""
+    return [t for t in tables if t in plan.tables and not table_cells(plan, t, work)]
+
+
 def _fmt(cell: dict[str, Any]) -> str:
     lo, hi = cell["ci95"]
     seeds = "/".join(f"{100 * p:.1f}" for p in cell["parts"])
