@@ -389,7 +389,7 @@ def test_demo_end_to_end_and_extra_steps(tmp_path, capsys, monkeypatch):
     assert [r["image"] for r in rows] == ["camera", "astronaut"]
     for r in rows:
         assert len(r["iterations"]) == 3 and r["seconds"] > 0 and r["kpixels_per_second"] > 0
-        assert f"| {r['iterations'][0]} / {r['iterations'][1]} / {r['iterations'][2]} |" in md
+        assert f"| {r['iterations'][0]} / {r['iterations'][1]} / {r['iterations'][2]} (stop) |" in md
     # the smoothed photograph is the library's result on the downscaled photograph
     cam = demo.sample_photographs(["camera"], 24)["camera"].image
     diff = np.abs(_read(out / "camera_s0.60.png").astype(int)
@@ -563,3 +563,29 @@ def test_transparency_is_announced_once_and_gray_with_alpha_stays_gray(photos, t
     for name in ("rgba", "palette", "chelsea"):
         with Image.open(out / f"{name}_s0.60.png") as img:
             assert img.mode == "RGB"
+
+
+def test_demo_says_what_level_one_numbers_are(tmp_path, capsys):
+    """Issue #30 item 7: level 1.0 got the stop point's iterations and sparsity without a word.
+    Level 1's image is the photograph itself (the path's t -> infinity limit); its iterations are
+    those of the last level below 1 (where the run stopped), and the report says so."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--size", "24", "--images", "camera",
+                 "--levels", "0.3,1.0"]) == 0
+    capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    row = rep["results"]["image_path"]["images"][0]
+    iters, reached = row["iterations"], row["sparsity_reached"]
+    assert iters[-1] == iters[-2] and reached[-1] < 1.0        # the stop point's numbers
+    assert "photograph itself" in rep["results"]["image_path"]["level_1"]
+    md = (out / "report.md").read_text()
+    assert f"| {iters[0]} / {iters[1]} / {iters[2]} (stop) |" in md
+    assert "Level 1 is the limit t → ∞: its image is the photograph itself" in md
+    assert f"camera {reached[-1]:.3f}" in md
+
+    assert main(["demo", "--output-dir", str(tmp_path / "d2"), "--size", "24", "--images",
+                 "camera", "--levels", "0.3,0.8"]) == 0        # no level 1: nothing to say
+    capsys.readouterr()
+    assert "Level 1" not in (tmp_path / "d2" / "report.md").read_text()
+    assert "level_1" not in json.loads((tmp_path / "d2" / "report.json").read_text())[
+        "results"]["image_path"]

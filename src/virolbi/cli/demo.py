@@ -117,6 +117,33 @@ def sample_photographs(names, size: int) -> dict[str, LoadedImage]:
     return out
 
 
+#: What the numbers of level 1 are (the path's t -> infinity limit, not an LBI iterate).
+LEVEL_ONE = ("level 1 is the limit t -> infinity: its image is the photograph itself, not an LBI "
+             "iterate; its iterations are where the run stopped (after the last level below 1) "
+             "and its sparsity the share of edges along which the photograph changes")
+
+
+def _iterations_cell(iterations: list[int], levels: tuple[float, ...]) -> str:
+    """The iterations at each level, ``" / "``-separated; level 1's marked as the stop point.
+
+    >>> _iterations_cell([10, 40, 40], (0.3, 0.6, 1.0))
+    '10 / 40 / 40 (stop)'
+    """
+    return " / ".join(f"{k} (stop)" if level >= 1.0 else str(k)
+                      for k, level in zip(iterations, levels))
+
+
+def _level_one_note(levels: tuple[float, ...], rows: list[dict]) -> list[str]:
+    """The report's sentence on level 1's numbers (none when level 1 was not asked for)."""
+    if 1.0 not in levels:
+        return []
+    reached = ", ".join(f"{r['image']} {r['sparsity_reached'][-1]:.3f}" for r in rows)
+    return ["", f"Level 1 is the limit t → ∞: its image is the photograph itself, not an LBI "
+                f"iterate; its iterations (marked “stop”) are where the run stopped, after the last "
+                f"level below 1, and its sparsity ({reached}) is the share of edges along which "
+                f"the photograph changes."]
+
+
 @demo_step
 def image_path_step(output_dir: Path, report: DemoReport) -> None:
     """The image path of every photograph: ``path.png``, the smoothed images at the demo's
@@ -154,7 +181,7 @@ def image_path_step(output_dir: Path, report: DemoReport) -> None:
                          "kpixels_per_second": round(h * w / seconds / 1e3, 3),
                          "iterations_per_second": round(max(iters) / seconds, 1),
                          "output": out_name})
-            table.append(f"| {name} | {h}×{w}×{c} | {' / '.join(map(str, iters))} | "
+            table.append(f"| {name} | {h}×{w}×{c} | {_iterations_cell(iters, levels)} | "
                          f"{seconds:.2f} | {h * w / seconds / 1e3:.1f} | "
                          f"{max(iters) / seconds:.0f} |")
             bar.update(1)
@@ -179,11 +206,13 @@ def image_path_step(output_dir: Path, report: DemoReport) -> None:
         "|---|---|---|---|---|---|",
         *table,
         "",
-        f"Total {total:.2f} s on {torch.get_num_threads()} thread(s) (after a warm-up run; "
-        f"the last level's iterations are where the run stopped).",
+        f"Total {total:.2f} s on {torch.get_num_threads()} thread(s) (after a warm-up run).",
+        *_level_one_note(levels, rows),
         *([""] + ["Warnings (targets not reached):"] + warnings if warnings else []),
     ]))
     report.data["image_path"] = {"images": rows, "seconds": round(total, 6)}
+    if 1.0 in levels:
+        report.data["image_path"]["level_1"] = LEVEL_ONE
 
 
 @demo_step
