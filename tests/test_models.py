@@ -207,7 +207,7 @@ def test_vit_errors():
 # ----------------------------------------------------------------------------- registry
 
 def test_list_and_create_models():
-    assert list_models() == ["airbench", "odenet_small", "resnet18", "resnet50", "vit_tiny"]
+    assert list_models() == ["airbench", "airbench64", "odenet_small", "resnet18", "resnet50", "vit_tiny"]
     model = create_model("resnet18", 10, width=0.125)
     assert isinstance(model, NormalizedModel) and isinstance(model.backbone, ResNet)
     torch.testing.assert_close(model.normalize.mean, torch.tensor(DATASET_STATS["cifar10"][0]))
@@ -232,7 +232,7 @@ def test_normalized_model_equals_backbone_on_normalized_input(cifar_batch):
 
 
 def test_create_model_errors(monkeypatch):
-    with pytest.raises(InputError, match="unknown model 'resnet7'; available: airbench, odenet_small, resnet18, resnet50"):
+    with pytest.raises(InputError, match="unknown model 'resnet7'; available: airbench, airbench64, odenet_small, resnet18, resnet50"):
         create_model("resnet7")
     with pytest.raises(InputError, match="a prefix must be 'torchvision:<name>' or 'timm:<name>'"):
         create_model("keras:resnet50")

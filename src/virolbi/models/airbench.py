@@ -30,16 +30,21 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from virolbi.checks import check_positive
+from virolbi.checks import check_positive, check_positive_int
 from virolbi.errors import InputError
 
-__all__ = ["AirbenchNet", "PatchWhitening", "ConvGroup", "airbench", "AIRBENCH_WIDTHS", "STEMS"]
+__all__ = ["AirbenchNet", "PatchWhitening", "ConvGroup", "airbench", "AIRBENCH_WIDTHS",
+           "AIRBENCH64_WIDTHS", "STEMS"]
 
 #: The first layer's kinds (:class:`AirbenchNet`'s ``stem``).
 STEMS = ("whiten", "plain")
 
 #: Block widths of airbench94 at ``width=1``.
 AIRBENCH_WIDTHS = (64, 256, 256)
+
+#: Block widths of the 64-px variant (``"airbench64"``): one more group, so a 64-px image ends at
+#: the same 3×3 map as a 32-px one in airbench94 (63 → 31 → 15 → 7 → 3).
+AIRBENCH64_WIDTHS = (64, 128, 256, 256)
 
 
 class PatchWhitening(nn.Conv2d):
@@ -56,6 +61,9 @@ class PatchWhitening(nn.Conv2d):
     bias_epochs : int or None
         The bias trains during the first ``bias_epochs`` epochs and is frozen after
         (:meth:`on_epoch_start`; airbench: 3). None: always trainable.
+    stride : int
+        1 (airbench: every overlapping patch) or ``kernel_size`` (non-overlapping patches: a
+        whitened space-to-depth that halves the image side at ``k = 2``).
 
     Examples
     --------
@@ -65,9 +73,9 @@ class PatchWhitening(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int = 3, kernel_size: int = 2, eps: float = 5e-4,
-                 bias_epochs: int | None = 3) -> None:
+                 bias_epochs: int | None = 3, stride: int = 1) -> None:
         width = 2 * in_channels * kernel_size ** 2
-        super().__init__(in_channels, width, kernel_size, padding=0, bias=True)
+        super().__init__(in_channels, width, kernel_size, stride=stride, padding=0, bias=True)
         self.eps, self.bias_epochs = float(eps), bias_epochs
         self.weight.requires_grad_(False)
         nn.init.zeros_(self.bias)
@@ -76,16 +84,17 @@ class PatchWhitening(nn.Conv2d):
     def fit_to_data(self, x: torch.Tensor) -> None:
         r"""Set the filters from images ``x`` ``(N, C, H, W)`` (as this layer receives them).
 
-        With :math:`\Sigma = V \Lambda V^\top` the covariance of all ``k×k`` patches,
+        With :math:`\Sigma = V \Lambda V^\top` the covariance of the ``k×k`` patches this layer
+        sees (every one at stride 1, the non-overlapping ones at stride ``k``),
         filter ``i`` is :math:`v_i/\sqrt{\lambda_i+\epsilon}` and filter ``i + C k^2`` its negative,
         eigenvalues in decreasing order.
         """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise InputError(f"PatchWhitening.fit_to_data expects (N, {self.in_channels}, H, W) "
                              f"images, got {tuple(x.shape)}")
-        k = self.kernel_size
+        k, s = self.kernel_size, self.stride
         c = self.in_channels
-        patches = x.double().unfold(2, k[0], 1).unfold(3, k[1], 1)       # N, C, H', W', kh, kw
+        patches = x.double().unfold(2, k[0], s[0]).unfold(3, k[1], s[1])  # N, C, H', W', kh, kw
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k[0] * k[1])
         cov = patches.T @ patches / patches.shape[0]
         evals, evecs = torch.linalg.eigh(cov)
@@ -137,8 +146,9 @@ class AirbenchNet(nn.Module):
     Parameters
     ----------
     num_classes : int
-    widths : sequence of 3 int
-        Output channels of the three groups (default 64, 256, 256).
+    widths : sequence of int
+        Output channels of the conv groups, one group per entry (default 64, 256, 256: airbench94's
+        three); each group halves the spatial size.
     scale : float
         Multiplier of the logits (1/9).
     bn_momentum : float
@@ -168,27 +178,36 @@ class AirbenchNet(nn.Module):
         Replace the patch-whitening stem by a CSC layer (:class:`~virolbi.models.csc.CSCLayer`,
         SDNet's convolutional sparse coding, Li et al. 2022) with as many atoms as the whitening
         has channels (24); a dict passes ``atoms``, ``kernel_size``, ``lam``, ``steps``.
+    stem_stride : {1, 2}
+        Stride of the 2×2 stem (1: airbench94; 2: non-overlapping patches, halving the side).
+    final_pool : int
+        Kernel of the max-pool before the head (3). It must cover the last group's whole map,
+        which the head sees as one vector: 3 for 32-px images through the three groups.
     """
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = AIRBENCH_WIDTHS,
                  scale: float = 1 / 9, bn_momentum: float = 0.4,
                  whiten_bias_epochs: int | None = 3, tv_layer: float | None = None,
                  cifs: bool | dict | None = None, csc: bool | dict | None = None,
-                 whiten_eps: float = 5e-4, stem: str = "whiten") -> None:
+                 whiten_eps: float = 5e-4, stem: str = "whiten", stem_stride: int = 1,
+                 final_pool: int = 3) -> None:
         super().__init__()
-        widths = tuple(int(w) for w in widths)
-        if len(widths) != 3 or min(widths) < 1:
-            raise InputError(f"airbench widths must be 3 positive integers, got {widths}")
+        widths = _check_widths(widths)
+        if stem_stride not in (1, 2):
+            raise InputError(f"airbench stem_stride must be 1 or 2, got {stem_stride!r}")
         self.whiten: nn.Module = PatchWhitening(3, 2, eps=check_positive(whiten_eps, "whiten_eps"),
-                                                bias_epochs=whiten_bias_epochs)
+                                                bias_epochs=whiten_bias_epochs, stride=stem_stride)
         cin = self.whiten.out_channels
         if stem not in STEMS:
             raise InputError(f"airbench stem must be one of {', '.join(STEMS)}, got {stem!r}")
         if stem == "plain":
-            self.whiten = nn.Conv2d(3, cin, kernel_size=2, padding=0, bias=True)
+            self.whiten = nn.Conv2d(3, cin, kernel_size=2, stride=stem_stride, padding=0, bias=True)
         if csc is not None and csc is not False:
             from virolbi.models.csc import CSCLayer
 
+            if stem_stride != 1:
+                raise InputError("airbench: the CSC stem has stride 1; it cannot be combined with "
+                                 f"stem_stride={stem_stride}")
             options = {"atoms": cin, **({} if csc is True else dict(csc))}
             self.whiten = CSCLayer(3, **options)
             cin = options["atoms"]
@@ -206,7 +225,7 @@ class AirbenchNet(nn.Module):
 
         options = cifs_options(cifs)
         self.cifs = CIFS(widths[-1], num_classes, **options) if options is not None else None
-        self.pool = nn.MaxPool2d(3)
+        self.pool = nn.MaxPool2d(check_positive_int(final_pool, "final_pool"))
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.scale = float(scale)
 
@@ -215,8 +234,24 @@ class AirbenchNet(nn.Module):
         x = self.layers(x if self.tv is None else self.tv(x))
         if self.cifs is not None:
             x = self.cifs(x)
-        x = self.pool(x).flatten(1)
-        return self.head(x) * self.scale
+        k = self.pool.kernel_size
+        if not all(k <= side < 2 * k for side in x.shape[-2:]):  # the pool must give 1x1
+            raise InputError(f"airbench with {len(self.layers)} conv groups and final pool {k} "
+                             f"ends in a {x.shape[-2]}x{x.shape[-1]} map on these images, which "
+                             "the pool does not reduce to 1x1: 32-px images need 3 groups "
+                             "(\"airbench\"), 64-px images 4 (\"airbench64\")")
+        return self.head(self.pool(x).flatten(1)) * self.scale
+
+
+def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    try:
+        out = tuple(int(w) for w in widths)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or min(out) < 1:
+        raise InputError(f"airbench widths must be positive integers (one per conv group), "
+                         f"got {widths!r}")
+    return out
 
 
 def airbench(num_classes: int = 10, *, width: float = 1.0,

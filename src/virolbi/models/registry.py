@@ -1,6 +1,7 @@
 """A name → constructor registry, in the manner of timm's ``create_model``.
 
 Built-in names: ``"airbench"`` (the fast CPU network, :mod:`virolbi.models.airbench`),
+``"airbench64"`` (its 64-px variant for Tiny-ImageNet-100: one more conv group),
 ``"resnet18"`` (CIFAR stem), ``"resnet50"``, ``"vit_tiny"``. Names of the form
 ``"torchvision:<name>"`` and ``"timm:<name>"`` build that library's model without downloading
 anything (``weights=None`` / ``pretrained=False``); they need the ``vision`` extra
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from functools import partial
 from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ from torch import nn
 from virolbi.checks import check_positive
 from virolbi.errors import InputError
 from virolbi.models.normalize import NormalizedModel, resolve_stats
-from virolbi.models.airbench import airbench
+from virolbi.models.airbench import AIRBENCH64_WIDTHS, airbench
 from virolbi.models.pretrained import load_pretrained
 from virolbi.models.resnet import _check_num_classes, resnet18, resnet50
 from virolbi.models.vit import vit_tiny
@@ -87,7 +89,7 @@ def list_models() -> list[str]:
     Examples
     --------
     >>> list_models()
-    ['airbench', 'odenet_small', 'resnet18', 'resnet50', 'vit_tiny']
+    ['airbench', 'airbench64', 'odenet_small', 'resnet18', 'resnet50', 'vit_tiny']
     """
     return sorted(_REGISTRY)
 
@@ -96,10 +98,17 @@ def list_models() -> list[str]:
 def _airbench(num_classes: int, *, width: float = 1.0, image_size: object = None,
               widths: Any = (64, 256, 256), scale: float = 1 / 9, bn_momentum: float = 0.4,
               whiten_bias_epochs: Any = 3, tv_layer: Any = None, cifs: Any = None,
-              csc: Any = None, whiten_eps: float = 5e-4, stem: str = "whiten") -> nn.Module:
+              csc: Any = None, whiten_eps: float = 5e-4, stem: str = "whiten",
+              stem_stride: int = 1, final_pool: int = 3) -> nn.Module:
     return airbench(num_classes, width=width, widths=widths, scale=scale, bn_momentum=bn_momentum,
                     whiten_bias_epochs=whiten_bias_epochs, tv_layer=tv_layer, cifs=cifs, csc=csc,
-                    whiten_eps=whiten_eps, stem=stem)
+                    whiten_eps=whiten_eps, stem=stem, stem_stride=stem_stride,
+                    final_pool=final_pool)
+
+
+# The 64-px fast network (Tiny-ImageNet-100): airbench with one more conv group, every option of
+# "airbench" with other defaults; ImageNet statistics.
+register("airbench64", default_stats="imagenet")(partial(_airbench, widths=AIRBENCH64_WIDTHS))
 
 
 @register("odenet_small", default_stats="cifar10")
