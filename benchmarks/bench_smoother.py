@@ -24,6 +24,9 @@ e. Under load: ``smooth`` (batch 256, default threads) and chambolle quiet, then
 f. Profile by phase of the compiled path (one thread): microseconds per image-iteration of the
    exact solve, each edge pass and the adjoint, each timed alone on a real image's state, and the
    mean iterations per image at 0.6 and along the 5-level path.
+g. Real sizes (``sizes.py``): 64-512 px RGB and gray at 0.3 against the 32 px cost per
+   pixel-iteration and chambolle, peak memory per megapixel, the width-transform crossover, and
+   each size under load.
 
 Usage::
 
@@ -45,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import sizes  # noqa: E402
 
 PAPER_TABLE7 = {"graph": 4.87, "lsqr": 171.79, "pinv": 373.24}
 TORCH_THREADS = 2
@@ -455,13 +459,17 @@ def render(results: dict) -> str:
         md.append(common.markdown_table(["run", "iterations per image (mean, counted from 0)",
                                          "µs per image-iteration, everything included"], rows))
         md.append("")
+    if "g" in results:
+        md += sizes.render_g(results["g"])
     return "\n".join(md)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (< 1 minute)")
-    p.add_argument("--sections", default="abcdef", help="any of a, b, c, d, e, f (default all)")
+    p.add_argument("--sections", default="abcdefg", help="any of a ... g (default all)")
+    p.add_argument("--size-repeats", type=int, default=3, help="interleaved repeats in (g)")
+    p.add_argument("--load-procs", type=int, default=3, help="busy processes in (g)'s load rows")
     p.add_argument("--n-batch", type=int, default=256, help="images for (d) and (e)")
     p.add_argument("--repeats-batch", type=int, default=2, help="repeats in (d) and (e)")
     p.add_argument("--n", type=int, default=1000, help="images for (a): first n/10 per class")
@@ -495,7 +503,7 @@ def main(argv=None) -> int:
     name = args.name or ("smoother-quick" if args.quick else "smoother")
     results = {}
     previous = args.out / f"{name}.json"
-    if set(args.sections) != set("abcdef") and previous.exists():  # re-run of some sections
+    if set(args.sections) != set("abcdefg") and previous.exists():  # re-run of some sections
         from virolbi.io import load_json
         results = load_json(previous)
         results.setdefault("partial_reruns", []).append(
@@ -506,7 +514,7 @@ def main(argv=None) -> int:
         results["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     t0 = time.perf_counter()
     for sec, fn in (("a", section_a), ("b", section_b), ("c", section_c), ("d", section_d),
-                    ("e", section_e), ("f", section_f)):
+                    ("e", section_e), ("f", section_f), ("g", sizes.section_g)):
         if sec in args.sections:
             print(f"section ({sec}) ...", flush=True)
             results[sec] = fn(args)

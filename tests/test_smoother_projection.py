@@ -49,7 +49,7 @@ def _bfs_labels(active_h: np.ndarray, active_v: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("density", [0.0, 0.3, 0.6, 0.9, 1.0])
-@pytest.mark.parametrize("method", ["scipy", "propagation"])
+@pytest.mark.parametrize("method", ["compiled", "scipy", "propagation"])
 def test_component_labels_match_bfs(density, method):
     rng = np.random.default_rng(int(density * 10))
     ah, av = _random_support(rng, 3, 7, 9, density)
@@ -57,6 +57,19 @@ def test_component_labels_match_bfs(density, method):
     assert labels.dtype == torch.int64
     for p in range(3):
         assert np.array_equal(labels[p].numpy(), _bfs_labels(ah[p].numpy(), av[p].numpy()))
+
+
+def test_compiled_labels_equal_scipys_on_real_supports(cifar_batch):
+    """On the supports of a real path (30 CIFAR-10 images at several levels, plus odd crops and
+    a 1-pixel-high strip), the compiled union-find and SciPy's components give the same labels."""
+    from virolbi.smoother import lbi_path
+
+    r = lbi_path(cifar_batch[:10], (0.2, 0.5, 0.9))
+    ah, av = r.support_h.reshape(-1, 32, 31), r.support_v.reshape(-1, 31, 32)
+    cases = [(ah, av), (ah[:, 3:20, 2:17], av[:, 3:19, 2:18]), (ah[:, :1], av[:, :0])]
+    for h_, v_ in cases:
+        assert torch.equal(component_labels(h_, v_, method="compiled"),
+                           component_labels(h_, v_, method="scipy"))
 
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 0.8])

@@ -77,8 +77,8 @@ def _preprocess_for(plan: Plan, name: str, suite: str, shared: dict[str, nn.Modu
     if key == "blur":
         return GaussianBlur(*blur_params_for(32))
     level = plan.test_time_sparsity
-    if suite == "clean" and key.startswith("fixed") and key != "fixed":
-        level = float(key[len("fixed"):])
+    if suite == "clean" and key.startswith("fixed"):   # "fixed" is 0.6, whatever the plan's level
+        level = float(plan.models[name].resolved()["procedure"]["sparsity"])
     if suite == "clean" and key == "vanilla":
         return None
     tag = f"smooth{level:g}"

@@ -16,6 +16,7 @@ path, where :math:`u = x`: it returns ``x`` itself.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -45,6 +46,24 @@ MAX_TIME = 2000.0
 #: more means a step too large. (At the default step or below the path is the validated one; noise
 #: images then legitimately activate many edges in one iteration.)
 OVERSHOOT_TOLERANCE = 0.05
+
+
+@contextlib.contextmanager
+def _one_torch_thread(device: torch.device):
+    """On CPU, torch's own operations run on one thread for the call (restored after): they are
+    small, and torch's OpenMP pool spins against other busy processes (measured here under load: a
+    48 px photograph 0.02-0.09 s with 2 threads against 0.004 s with one, 224 px 1.1 s against
+    0.17 s). Parallelism over images comes from the compiled path's GIL-free Python threads,
+    sized by the caller's ``torch.get_num_threads()``."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _count(active_h: torch.Tensor, active_v: torch.Tensor) -> torch.Tensor:
@@ -126,12 +145,24 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     >>> r.n_components[0, 0].item(), r.images[0, 0, 0, 0]  # two flat halves, contrast recovering
     (2, tensor([0.2041, 0.2041, 0.7959, 0.7959]))
     """
+    threads = torch.get_num_threads()
+    with _one_torch_thread(x.device if isinstance(x, torch.Tensor) else torch.device("cpu")):
+        return _lbi_path(x, levels, kappa=kappa, nu=nu, group=group, solver=solver, step=step,
+                         max_iter=max_iter, projection=projection, progress=progress,
+                         threads=threads)
+
+
+def _lbi_path(x: torch.Tensor, levels, *, kappa: float, nu: float, group: bool, solver: str,
+              step: float | None, max_iter: int | None, projection: str, progress: bool,
+              threads: int) -> SmoothResult:
+    """:func:`lbi_path` after its thread setting; ``threads`` sizes the compiled path's pool."""
     check_image_batch(x, "x")
     if not x.is_floating_point():
         raise InputError(f"x must be a float tensor, got {x.dtype}")
     if x.dtype in (torch.float16, torch.bfloat16):  # too coarse for the path: float32 inside
-        result = lbi_path(x.float(), levels, kappa=kappa, nu=nu, group=group, solver=solver,
-                          step=step, max_iter=max_iter, projection=projection, progress=progress)
+        result = _lbi_path(x.float(), levels, kappa=kappa, nu=nu, group=group, solver=solver,
+                           step=step, max_iter=max_iter, projection=projection,
+                           progress=progress, threads=threads)
         result.images = result.images.to(x.dtype)
         return result
     levels = check_levels(levels)
@@ -146,25 +177,35 @@ def lbi_path(x: torch.Tensor, levels=(0.2, 0.4, 0.6, 0.8, 1.0), *, kappa: float 
     run_levels = [lv for lv in levels if lv < 1.0]
     dxh, dxv = forward_diff(x)
     flat_h, flat_v = edge_magnitude(dxh, grouped) == 0, edge_magnitude(dxv, grouped) == 0
-    nonflat = _count(~flat_h, ~flat_v)
     slv = make_solver(solver, h, w, kappa=kappa, nu=nu, step=step, grouped=grouped,
                       max_iter=max_iter, dtype=x.dtype, device=x.device)
-    st = slv.start(x)
-    if _fused_applies(solver, grouped, x) and run_levels:
-        rec = LevelRecorder(run_levels, x, 1, _fused.imex_path(
-            st.u0, st.zh, st.zv, st.k, flat_h[:, 0], flat_v[:, 0], nonflat, run_levels, nu=nu,
-            step=step, kappa=kappa, max_iter=max_iter, progress=progress))
-    else:
-        rec = LevelRecorder(run_levels, x, 1 if grouped else c)
-        _run_tensor(slv, st, rec, flat_h, flat_v, nonflat, progress)
+    rec = _record_levels(x, slv, run_levels, flat_h, flat_v, fused=_fused_applies(solver, grouped, x),
+                         threads=threads, progress=progress)
     if step > default_step(solver, h, w, kappa, nu):  # a step the path was not validated at
         rec.mark_overshoots(max(OVERSHOOT_TOLERANCE, 4 / (flat_h[0].numel() + flat_v[0].numel())))
-    result = _result(x, levels, rec, flat_h, flat_v, nonflat, grouped, projection)
+    result = _result(x, levels, rec, flat_h, flat_v, _count(~flat_h, ~flat_v), grouped, projection)
     result.warnings = rec.unreached(max_iter)
     result.solver, result.step = solver, step
     if result.warnings:
         warn_unreached(result.warnings)
     return result
+
+
+def _record_levels(x: torch.Tensor, slv, run_levels: list, flat_h: torch.Tensor,
+                   flat_v: torch.Tensor, *, fused: bool, threads: int,
+                   progress: bool) -> LevelRecorder:
+    """Run the path of every image from the solver's start and record (u, support) at each level
+    it crosses: in the compiled loop (``fused``) or step by step on tensors."""
+    nonflat = _count(~flat_h, ~flat_v)
+    st = slv.start(x)
+    if fused and run_levels:
+        return LevelRecorder(run_levels, x, 1, _fused.imex_path(
+            st.u0, st.zh, st.zv, st.k, flat_h[:, 0], flat_v[:, 0], nonflat, run_levels,
+            nu=slv.nu, step=slv.step, kappa=slv.kappa, max_iter=slv.max_iter, threads=threads,
+            progress=progress))
+    rec = LevelRecorder(run_levels, x, 1 if slv.grouped else x.shape[1])
+    _run_tensor(slv, st, rec, flat_h, flat_v, nonflat, progress)
+    return rec
 
 
 def _result(x: torch.Tensor, levels: tuple, rec: LevelRecorder, flat_h: torch.Tensor,
