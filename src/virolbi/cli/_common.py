@@ -29,13 +29,15 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     ('cifar10', 'test', None, None)
     """
     parser.add_argument("--data", required=True,
-                        help="dataset name (cifar10, cifar100, cifar10-jpeg, imagenet100) or the "
-                             "path of an ImageFolder directory / tar archive")
+                        help="dataset name (cifar10, cifar100, cifar100-coarse, cifar10-jpeg, "
+                             "imagenet100, tinyimagenet100) or the path of an ImageFolder "
+                             "directory / tar archive")
     parser.add_argument("--split", default="test", help=", ".join(SPLITS[:-1]) + " or " + SPLITS[-1])
     parser.add_argument("--data-dir", default=None, help="where the dataset lives")
     parser.add_argument("--download", action="store_true",
-                        help="download the official CIFAR-10/100 release into --data-dir when it "
-                             "is not there (md5-verified, resumable; needs the internet)")
+                        help="download the official CIFAR-10/100 release or Tiny ImageNet archive "
+                             "into --data-dir when it is not there (md5-verified, resumable; needs "
+                             "the internet)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="resize and centre-crop folder images to this side")
 

@@ -4,7 +4,8 @@
   (``"resnet18"`` with the CIFAR stem, ``"resnet50"``, ``"vit_tiny"``, ``"torchvision:<name>"``,
   ``"timm:<name>"``).
 - :mod:`~virolbi.models.airbench`: :func:`airbench`, the fast CIFAR network (patch whitening,
-  widths 64/256/256 × a width multiplier) that trains to ~90 % in minutes on a CPU.
+  widths 64/256/256 × a width multiplier) that trains to ~90 % in minutes on a CPU; its 64-px
+  variant ``"airbench64"`` (a fourth group) for Tiny-ImageNet-100.
 - :mod:`~virolbi.models.resnet`: :func:`resnet18`, :func:`resnet50` with a width multiplier.
 - :mod:`~virolbi.models.vit`: :func:`vit_tiny` with position-embedding resampling.
 - :mod:`~virolbi.models.normalize`: :class:`Normalize`, :data:`DATASET_STATS`, :class:`NormalizedModel`.

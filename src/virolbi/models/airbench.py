@@ -18,6 +18,13 @@ Architecture (widths 64/256/256 at ``width=1``)::
 - Convolutions are initialised as the identity on their first input channels (Dirac) on top of
   PyTorch's default init.
 
+For 64-px images (Tiny-ImageNet-100) the registry's ``"airbench64"`` adds a fourth group (widths
+64/128/256/256, :data:`AIRBENCH64_WIDTHS`): 64 → 63 → 31 → 15 → 7 → 3, so the head sees the same
+3×3 map, pooled, as airbench94 at 32 px. About 2.8× the multiply-adds of airbench94 at 32 px (324 M
+against 118 M per image); ``stem_stride=2`` (a whitened space-to-depth, 64 → 32) with
+``final_pool=4`` is the cheaper alternative measured beside it
+(``benchmarks/bench_tinyimagenet.py``).
+
 The training recipe (label smoothing 0.2, Nesterov SGD, warm-up and linear decay, lookahead,
 2-pixel reflect translation, alternating flips) lives in the trainer's options and
 ``configs/fast/``; this module only holds the network.
