@@ -346,9 +346,11 @@ def _make_folders(path: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def locked_output_dir(path: str | os.PathLike, option: str = "--output-dir") -> Iterator[Path]:
+def locked_output_dir(path: str | os.PathLike, option: str = "--output-dir", *,
+                      wait: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on an output folder while a command writes into it: a second run
-    into the same folder gets one line (:class:`InputError`) instead of silently racing the first.
+    into the same folder gets one line (:class:`InputError`) instead of silently racing the first
+    (with ``wait=True`` it waits for the first to finish instead).
 
     The lock is ``flock`` on the folder itself: no lock file is left, and it is released when the
     process ends, however it ends. The folder is created if missing and removed again (with the
@@ -360,7 +362,7 @@ def locked_output_dir(path: str | os.PathLike, option: str = "--output-dir") -> 
     try:
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise InputError(f"{option} {p} is in use by another virolbi run; wait for it to "
                                  f"finish or choose another {option}") from None
