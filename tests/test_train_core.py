@@ -187,7 +187,7 @@ def test_cache_reused_and_invalidated(cifar_small, tmp_path, monkeypatch):
     assert smoothed_images(imgs, [0.6], **kw).built
     monkeypatch.undo()
     # a damaged file is detected by its checksum and rebuilt
-    path = a.path / "images.npy"
+    path = a.path / "shard-00000.npy"
     raw = bytearray(path.read_bytes()); raw[-1] ^= 0xFF; path.write_bytes(bytes(raw))
     with pytest.warns(CacheRebuildWarning, match="checksum mismatch"):
         c = smoothed_images(imgs, [0.6], **kw)

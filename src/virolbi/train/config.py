@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "smoother": {"kappa": 5.0, "nu": 1.0, "group": True},
         "cache_dir": None,       # None: $VIROLBI_CACHE or ~/.cache/virolbi
         "cache_batch_size": 256,
+        "store": None,           # fixed/iterative: a folder written by virolbi smooth-dataset
     },
     "optim": {
         "name": "sgd",           # sgd | adamw
@@ -308,6 +309,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     _int(cfg, "data", "val_subset", 1, optional=True)
     _int(cfg, "data", "num_classes", 1, optional=True)
     _int(cfg, "procedure", "cache_batch_size", 1)
+    if proc["store"] is not None and not isinstance(proc["store"], str):
+        raise InputError(f"procedure.store must be a folder path, got {proc['store']!r}")
     _num(cfg, "model", "width", 0.0, strict=True)
     keep = cfg["logging"]["keep_checkpoints"]
     if not isinstance(keep, bool) and not (isinstance(keep, list) and all(

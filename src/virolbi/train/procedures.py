@@ -8,7 +8,8 @@ procedure can start from a trained model (fine-tuning: ``model.pretrained`` in t
 - **Blur** (baseline): Gaussian-blurred images, kernel 3 / σ 2 for 32×32 data and kernel 7 / σ 2 for
   224×224 data; the test images are blurred too (the Blur model's test-time preprocessing).
 - **Fixed**: the images smoothed by ViRoLBI at one sparsity level (0.6 CIFAR, 0.3 ImageNet100),
-  computed once and cached on disk (:mod:`virolbi.train.smoothed_cache`).
+  computed once and cached on disk (:mod:`virolbi.train.smoothed_cache`), or read from a store
+  written beforehand by ``virolbi smooth-dataset`` (``procedure.store``; :mod:`virolbi.store`).
 - **Iterative** (Eq. 9): smoothing and SGD alternate, so the images get finer as training goes:
 
   .. math::
@@ -148,39 +149,50 @@ class Blur(Procedure):
 
 
 class _Smoothed(Procedure):
-    """Reads images from a cached :class:`~virolbi.train.smoothed_cache.SmoothedSet`."""
+    """Reads images from a smoothed store (:mod:`virolbi.store`): the one in ``store`` (written
+    by ``virolbi smooth-dataset``), else a cache entry (:mod:`virolbi.train.smoothed_cache`)."""
 
     def __init__(self, levels: Sequence[float], smoother: dict[str, Any] | None = None,
-                 cache_dir: Any = None, batch_size: int = 256, path_fn: Any = None) -> None:
+                 cache_dir: Any = None, batch_size: int = 256, path_fn: Any = None,
+                 store: Any = None) -> None:
         super().__init__()
         from virolbi.checks import check_levels
 
         self.levels = check_levels(levels, "levels")
         self.smoother = dict(smoother or {})
         self.cache_dir, self.batch_size, self.path_fn = cache_dir, batch_size, path_fn
-        self.cache: Any = None
+        self.store_dir = store
+        self.store: Any = None
 
-    def prepare(self, dataset: Any, *, progress: bool | None = None, **kw: Any) -> None:
-        from virolbi.train.smoothed_cache import smoothed_images
+    def prepare(self, dataset: Any, *, progress: bool | None = None, verify: bool = True,
+                **kw: Any) -> None:
+        """Open the store (``verify``: check its checksums; a DDP rank after the first need not)."""
+        from virolbi.train.smoothed_cache import smoothed_images, store_for_training
 
         super().prepare(dataset)
+        if self.store_dir is not None:
+            self.store = store_for_training(dataset, self.store_dir, self.levels, self.smoother,
+                                            self.path_fn, verify=verify)
+            return
         data = getattr(dataset, "data", None)
         if not isinstance(data, np.ndarray):
             raise InputError(f"{self.name} training needs an array-backed dataset with .data "
-                             f"uint8 (N, H, W, C), got {type(dataset).__name__}")
-        self.cache = smoothed_images(data, self.levels, cache_dir=self.cache_dir,
-                                     batch_size=self.batch_size, progress=progress,
-                                     path_fn=self.path_fn, **self.smoother)
+                             f"uint8 (N, H, W, C), got {type(dataset).__name__}; or smooth it "
+                             "with virolbi smooth-dataset and set procedure.store")
+        self.store = smoothed_images(data, self.levels, cache_dir=self.cache_dir,
+                                     batch_size=self.batch_size, progress=progress, verify=verify,
+                                     path_fn=self.path_fn, **self.smoother).store
 
     def fetch(self, indices: np.ndarray, epoch: int, epochs: int) -> torch.Tensor:
-        if self.cache is None:
+        """The images ``indices`` at this epoch's level, read from their shards only."""
+        if self.store is None:
             raise InputError(f"{self.name}: call prepare(dataset) before fetch")
-        imgs = self.cache.at(self.level(epoch, epochs))
-        batch = np.take(imgs, np.asarray(indices, dtype=np.int64), axis=0)
+        batch = self.store.take(indices, self.level(epoch, epochs))
         return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
 
     def describe(self) -> dict[str, Any]:
-        return {"procedure": self.name, "levels": list(self.levels), **self.smoother}
+        store = {} if self.store_dir is None else {"store": str(self.store_dir)}
+        return {"procedure": self.name, "levels": list(self.levels), **self.smoother, **store}
 
 
 class Fixed(_Smoothed):
@@ -194,6 +206,8 @@ class Fixed(_Smoothed):
         Options of :func:`virolbi.image_path` (``kappa``, ``nu``, ``group``, ``solver``...).
     cache_dir, batch_size, path_fn
         See :func:`virolbi.train.smoothed_cache.smoothed_images`.
+    store : path, optional
+        A store written by ``virolbi smooth-dataset`` to read instead of the cache.
     """
 
     name = "fixed"
@@ -213,7 +227,7 @@ class Iterative(_Smoothed):
     ----------
     levels : sequence of float
         The discrete levels, e.g. 0.3, 0.4, …, 0.8 (default); all come from one LBI run per image.
-    smoother, cache_dir, batch_size, path_fn
+    smoother, cache_dir, batch_size, path_fn, store
         As in :class:`Fixed`.
     """
 
@@ -241,7 +255,8 @@ def build_procedure(proc_cfg: dict[str, Any], *, path_fn: Any = None) -> Procedu
     if name not in PROCEDURE_CLASSES:
         raise InputError(f"unknown procedure {name!r}; choose one of {', '.join(PROCEDURE_CLASSES)}")
     common = dict(smoother=proc_cfg.get("smoother"), cache_dir=proc_cfg.get("cache_dir"),
-                  batch_size=proc_cfg.get("cache_batch_size", 256), path_fn=path_fn)
+                  batch_size=proc_cfg.get("cache_batch_size", 256), path_fn=path_fn,
+                  store=proc_cfg.get("store"))
     if name == "blur":
         return Blur(proc_cfg.get("blur_kernel"), proc_cfg.get("blur_sigma", 2.0))
     if name == "fixed":

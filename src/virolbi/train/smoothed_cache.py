@@ -1,24 +1,27 @@
 """Smoothed copies of a dataset, computed once and cached on disk (Fixed and Iterative training).
 
 Fixed training (paper §3.2) trains on the images smoothed at one sparsity level; Iterative training
-(Eq. 9) on images that get finer as training goes. Both read their images from one array
-``uint8 (L, N, H, W, C)``: ũ at ``L`` sparsity levels for the ``N`` images, computed with one
+(Eq. 9) on images that get finer as training goes. Both read their images from a smoothed store
+(:mod:`virolbi.store`): ũ at ``L`` sparsity levels for the ``N`` images, computed with one
 :func:`virolbi.image_path` run per image (the path is recorded as each level is crossed, so all
-levels cost one run to the last one).
+levels cost one run to the last one), in shards ``uint8 (L, n, H, W, C)``.
 
-The array is cached under ``<cache_dir>/smoothed/<key>/`` where ``key`` is the SHA-256 of
+The store comes from one of two places:
 
-- the dataset's identity (SHA-256 of its pixels and shape, or a caller-given string),
-- the levels and the smoother's parameters,
-- ``virolbi.__version__`` and :data:`SMOOTHER_CODE_VERSION` (bump it when the smoother's output
-  changes),
+- a folder written by ``virolbi smooth-dataset`` (the config's ``procedure.store``), checked
+  against the training set, the levels and the smoother options (:func:`store_for_training`);
+- this cache: ``<cache_dir>/smoothed/<key>/`` where ``key`` is the SHA-256 of the dataset's
+  identity (SHA-256 of its pixels and shape, or a caller-given string), the levels and the
+  smoother's parameters, ``virolbi.__version__`` and :data:`SMOOTHER_CODE_VERSION` (bump it when
+  the smoother's output changes), so changing any of them computes a new entry, and the same
+  request finds the old one (:func:`smoothed_images`).
 
-so changing any of them computes a new entry, and the same request finds the old one. A request
-whose levels are all stored in an existing entry of the same images, parameters and code (one image
-path run serves every level it recorded: Table 5's sweep, Fixed and Iterative) reads that entry
-instead of computing a new one. Entries are
-written atomically (``images.npy`` then ``meta.json`` with the file's SHA-256, last); an entry whose
-checksum or shape does not match is rebuilt with a :class:`CacheRebuildWarning`.
+A request whose levels are all stored in an existing entry of the same images, parameters and code
+(one image path run serves every level it recorded: Table 5's sweep, Fixed and Iterative) reads
+that entry instead of computing a new one. Entries are stores written by
+:func:`virolbi.store.build_store` (atomic shards, checksums in the manifest; a damaged shard is
+recomputed with a :class:`CacheRebuildWarning`); an entry of the earlier single-array layout
+(``images.npy`` + ``meta.json``) is read as a store of one shard, without recomputation.
 """
 
 from __future__ import annotations
@@ -37,19 +40,20 @@ import numpy as np
 from virolbi.checks import check_levels, check_positive_int
 from virolbi.data.cache import file_sha256 as _file_sha256
 from virolbi.errors import InputError
-from virolbi.io import atomic_path, load_json, save_json
+from virolbi.store import (SMOOTHER_CODE_VERSION, SmoothedStore, StoreRepairWarning, build_store,
+                           dataset_fingerprint, open_smoothed, source_identity)
+from virolbi.store.manifest import fn_name as _fn_name
+from virolbi.store.manifest import read_manifest, smoother_params
 
 __all__ = ["SMOOTHER_CODE_VERSION", "SmoothedSet", "CacheRebuildWarning", "smoothed_images",
-           "dataset_fingerprint", "cache_key", "default_cache_dir"]
-
-#: Version of the smoothing code path as far as cached outputs go: bump when ũ changes.
-SMOOTHER_CODE_VERSION = 1
+           "dataset_fingerprint", "cache_key", "default_cache_dir", "store_for_training"]
 
 PathFn = Callable[..., Any]
+#: Images per shard of a cache entry.
+CACHE_SHARD_SIZE = 4096
 
-
-class CacheRebuildWarning(UserWarning):
-    """A cache entry was found damaged (checksum or shape mismatch) and is being rebuilt."""
+#: A cache entry was found damaged (checksum or shape mismatch) and is being rebuilt.
+CacheRebuildWarning = StoreRepairWarning
 
 
 @dataclass(frozen=True)
@@ -58,59 +62,47 @@ class SmoothedSet:
 
     Attributes
     ----------
-    images : ndarray
-        ``uint8 (L, N, H, W, C)`` (memory-mapped, read-only): ``images[l]`` is the dataset at
-        ``levels[l]``.
-    levels : tuple of float
-        The stored sparsity levels, increasing (coarse to fine): those asked for, or a superset
-        when an existing entry recorded more of the same path. Use :meth:`at` to pick one.
+    store : SmoothedStore
+        The entry, memory-mapped and read-only (``store.take(indices, level)`` reads a batch).
     key : str
         The cache key (hex SHA-256).
     path : Path
         The entry's directory.
     built : bool
-        True if this call computed the entry, False if it was read from the cache.
+        True if this call computed (part of) the entry, False if it was read from the cache.
     """
 
-    images: np.ndarray
-    levels: tuple[float, ...]
+    store: SmoothedStore
     key: str
     path: Path
     built: bool
 
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The stored sparsity levels, increasing (coarse to fine): those asked for, or a superset
+        when an existing entry recorded more of the same path. Use :meth:`at` to pick one."""
+        return self.store.levels
+
+    @property
+    def images(self) -> np.ndarray:
+        """``uint8 (L, N, H, W, C)``: ``images[l]`` is the dataset at ``levels[l]`` (the
+        memory map itself for an entry of one shard, else read into memory)."""
+        if len(self.store.shards) == 1:
+            return self.store.shard(0)
+        return np.stack([self.store.at(v) for v in self.levels])
+
     def at(self, sparsity: float) -> np.ndarray:
         """``uint8 (N, H, W, C)``: the images at one of :attr:`levels`."""
-        for i, level in enumerate(self.levels):
-            if abs(level - float(sparsity)) < 1e-9:
-                return self.images[i]
-        raise InputError(f"sparsity {sparsity} is not one of the cached levels {list(self.levels)}")
+        if not any(abs(v - float(sparsity)) < 1e-9 for v in self.levels):
+            raise InputError(f"sparsity {sparsity} is not one of the cached levels "
+                             f"{list(self.levels)}")
+        return self.store.at(sparsity)
 
 
 def default_cache_dir() -> Path:
     """``$VIROLBI_CACHE`` if set, else ``~/.cache/virolbi``."""
     env = os.environ.get("VIROLBI_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "virolbi"
-
-
-def dataset_fingerprint(images: np.ndarray, chunk: int = 1024) -> str:
-    """SHA-256 of a ``uint8 (N, H, W, C)`` array's shape and pixels (read in chunks of images).
-
-    Examples
-    --------
-    >>> a = np.zeros((2, 4, 4, 3), np.uint8)
-    >>> dataset_fingerprint(a) == dataset_fingerprint(a.copy()), dataset_fingerprint(a) == dataset_fingerprint(a + 1)
-    (True, False)
-    """
-    h = hashlib.sha256(repr((images.shape, str(images.dtype))).encode())
-    for start in range(0, images.shape[0], chunk):
-        h.update(np.ascontiguousarray(images[start:start + chunk]).tobytes())
-    return h.hexdigest()
-
-
-def _fn_name(fn: PathFn | None) -> str:
-    if fn is None:
-        return "virolbi.image_path"
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def cache_key(identity: str, levels: Sequence[float], params: dict[str, Any],
@@ -124,57 +116,80 @@ def cache_key(identity: str, levels: Sequence[float], params: dict[str, Any],
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _superset_entry(root: Path, identity: str, levels: Sequence[float], params: dict[str, Any],
-                    fn_name: str, n_images: int, verify: bool) -> SmoothedSet | None:
-    """An existing entry of the same images, parameters and code whose levels include ``levels``."""
+def _same_run(manifest: dict[str, Any], identity: str, n_images: int, params: dict[str, Any],
+              path_fn: PathFn | None) -> bool:
+    """Whether a stored entry comes from the same images, smoother options and code."""
     import virolbi
 
-    wanted = {round(float(v), 9) for v in levels}
-    same = json.loads(json.dumps(params, sort_keys=True, default=str))
-    for meta_path in sorted(root.glob("*/meta.json")):
-        try:
-            meta = load_json(meta_path)
-        except (InputError, ValueError, OSError):
-            continue
-        stored = [round(float(v), 9) for v in meta.get("levels", [])]
-        if (meta.get("identity") != identity or meta.get("params") != same
-                or meta.get("path_fn") != fn_name or meta.get("virolbi") != virolbi.__version__
-                or meta.get("code_version") != SMOOTHER_CODE_VERSION or not wanted <= set(stored)):
-            continue
-        shape = tuple(meta.get("shape", ()))
-        if len(shape) != 5 or shape[0] != len(stored) or shape[1] != n_images:
-            continue
-        arr = _load_entry(meta_path.parent, shape, verify)
-        if arr is not None:
-            return SmoothedSet(arr, tuple(stored), meta_path.parent.name, meta_path.parent,
-                               built=False)
-    return None
+    return (manifest["source"].get("identity") == identity
+            and manifest["source"].get("n_images") == n_images
+            and manifest.get("params") == smoother_params(params)
+            and manifest.get("path_fn") == _fn_name(path_fn)
+            and manifest.get("virolbi") == virolbi.__version__
+            and manifest.get("code_version") == SMOOTHER_CODE_VERSION)
 
 
-def _load_entry(entry: Path, shape: tuple[int, ...], verify: bool) -> np.ndarray | None:
-    """The cached array, or None if absent; warn and return None if damaged."""
-    meta_path, img_path = entry / "meta.json", entry / "images.npy"
-    if not meta_path.exists():
+def _read(entry: Path) -> dict[str, Any] | None:
+    try:
+        return read_manifest(entry)
+    except (InputError, ValueError, KeyError, OSError):
         return None
+
+
+def _legacy_store(entry: Path, manifest: dict[str, Any], shape: tuple[int, ...],
+                  verify: bool) -> SmoothedStore | None:
+    """A single-array entry (``images.npy`` + ``meta.json``) as a store of one shard; None after
+    a :class:`CacheRebuildWarning` (and the entry removed) when it is damaged."""
+    img = entry / manifest["shards"][0]["file"]
     problem = None
     try:
-        meta = load_json(meta_path)
-        if not img_path.exists():
-            problem = "images.npy is missing"
-        elif verify and _file_sha256(img_path) != meta.get("sha256"):
+        arr = np.load(img, mmap_mode="r", allow_pickle=False)
+        if tuple(arr.shape) != shape or arr.dtype != np.uint8:
+            problem = f"shape {arr.shape} {arr.dtype}, expected {shape} uint8"
+        elif verify and _file_sha256(img) != manifest["shards"][0]["sha256"]:
             problem = "checksum mismatch"
-        else:
-            arr = np.load(img_path, mmap_mode="r", allow_pickle=False)
-            if tuple(arr.shape) != shape or arr.dtype != np.uint8:
-                problem = f"shape {arr.shape} {arr.dtype}, expected {shape} uint8"
-            else:
-                return arr
-    except (InputError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         problem = str(exc)
+    if problem is None:
+        return SmoothedStore(entry, manifest)
     warnings.warn(f"smoothed cache entry {entry} is damaged ({problem}); rebuilding",
-                  CacheRebuildWarning, stacklevel=3)
+                  CacheRebuildWarning, stacklevel=4)
     shutil.rmtree(entry, ignore_errors=True)
     return None
+
+
+def _superset_entry(root: Path, identity: str, levels: Sequence[float], params: dict[str, Any],
+                    path_fn: PathFn | None, image_shape: tuple[int, ...],
+                    verify: bool) -> SmoothedSet | None:
+    """An existing complete entry of the same images, parameters and code whose levels include
+    ``levels``."""
+    wanted = {round(float(v), 9) for v in levels}
+    n = image_shape[0]
+    for entry in sorted(p for p in root.glob("*") if p.is_dir()):
+        m = _read(entry)
+        if (m is None or not m.get("complete") or not _same_run(m, identity, n, params, path_fn)
+                or not wanted <= {round(float(v), 9) for v in m["levels"]}):
+            continue
+        if m.get("legacy"):
+            store = _legacy_store(entry, m, (len(m["levels"]),) + image_shape, verify)
+        else:
+            try:
+                store = open_smoothed(entry, verify=verify)
+            except InputError:
+                store = None
+        if store is not None:
+            return SmoothedSet(store, entry.name, entry, built=False)
+    return None
+
+
+def _check_images(images: Any, batch_size: int) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        got = (f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray)
+               else type(images).__name__)
+        raise InputError(f"smoothed_images expects uint8 images (N, H, W, C), got {got}")
+    if images.shape[0] == 0:
+        raise InputError("smoothed_images got an empty dataset (0 images)")
+    check_positive_int(batch_size, "batch_size")
 
 
 def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *,
@@ -184,9 +199,10 @@ def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *
     r"""ũ of every image at every level, from the cache or computed (and cached) now.
 
     Computes ``path_fn(x, levels, **params)`` (default :func:`virolbi.image_path`, one LBI run per
-    image, Eq. 5–8 and Prop. 1) on batches of ``batch_size`` images and stores the result as
-    ``uint8 (L, N, H, W, C)``. A second call with the same images, levels, parameters and code
-    version reads the stored array instead.
+    image, Eq. 5–8 and Prop. 1) on batches of ``batch_size`` images in this process (the
+    smoother spreads a batch over torch's threads) and stores the result as a smoothed store
+    (:func:`virolbi.store.build_store`). A second call with the same images, levels, parameters
+    and code version reads the stored entry instead; an interrupted one continues it.
 
     Parameters
     ----------
@@ -202,9 +218,9 @@ def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *
     batch_size : int
         Images per smoother call (default 256).
     progress : bool, optional
-        tqdm bar over batches (None: only on a terminal).
+        tqdm bar over images (None: only on a terminal).
     verify : bool
-        Check the stored file's SHA-256 before using it (default True).
+        Check the stored files' SHA-256 before using them (default True).
     path_fn : callable, optional
         ``path_fn(x uint8 (B, C, H, W), levels, **params) -> uint8 (L, B, C, H, W)``; its name
         enters the key.
@@ -224,52 +240,51 @@ def smoothed_images(images: np.ndarray, levels: Sequence[float] | float = 0.6, *
     >>> s.images.shape, s.built, smoothed_images(imgs, [0.5, 1.0], cache_dir=d).built
     ((2, 3, 8, 8, 3), True, False)
     """
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        got = (f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray)
-               else type(images).__name__)
-        raise InputError(f"smoothed_images expects uint8 images (N, H, W, C), got {got}")
-    if images.shape[0] == 0:
-        raise InputError("smoothed_images got an empty dataset (0 images)")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    _check_images(images, batch_size)
     levels = check_levels(levels, "levels")
     identity = identity if identity is not None else dataset_fingerprint(images)
     key = cache_key(identity, levels, params, path_fn)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     entry = root / "smoothed" / key
-    n, h, w, c = images.shape
-    shape = (len(levels), n, h, w, c)
-    arr = _load_entry(entry, shape, verify)
-    if arr is not None:
-        return SmoothedSet(arr, levels, key, entry, built=False)
-    fn_name = _fn_name(path_fn)
-    found = _superset_entry(root / "smoothed", identity, levels, params, fn_name, n, verify)
-    if found is not None:
-        return found
+    found = _read(entry)
+    if found is not None and found.get("legacy"):
+        store = _legacy_store(entry, found, (len(levels),) + images.shape, verify)
+        if store is not None:
+            return SmoothedSet(store, key, entry, built=False)
+    elif found is None:
+        sup = _superset_entry(root / "smoothed", identity, levels, params, path_fn,
+                              images.shape, verify)
+        if sup is not None:
+            return sup
+    report = build_store(images, entry, levels, workers=1, one_thread=False,
+                         shard_size=CACHE_SHARD_SIZE, batch_size=batch_size, path_fn=path_fn,
+                         params=params, identity=identity, description="smoothed cache entry",
+                         progress=progress, verify=verify, wait=True,
+                         code_version=SMOOTHER_CODE_VERSION)
+    return SmoothedSet(report.store, key, entry, built=report.computed > 0)
 
-    if path_fn is None:
-        from virolbi import image_path as path_fn  # noqa: N813
-    from tqdm.auto import tqdm
 
-    entry.mkdir(parents=True, exist_ok=True)
-    with atomic_path(entry / "images.npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        bar = tqdm(range(0, n, batch_size), desc=f"smoothing {n} images at {len(levels)} levels",
-                   unit="batch", disable=(None if progress is None else not progress), leave=False)
-        for start in bar:
-            chunk = np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2))
-            res = np.asarray(path_fn(chunk, levels, **params))
-            if res.shape != (len(levels),) + chunk.shape or res.dtype != np.uint8:
-                raise InputError(f"path function returned {res.dtype} {res.shape}, expected uint8 "
-                                 f"{(len(levels),) + chunk.shape}")
-            out[:, start:start + chunk.shape[0]] = res.transpose(0, 1, 3, 4, 2)
-        out.flush()
-        del out
-        digest = _file_sha256(tmp)
+def store_for_training(dataset: Any, path: str | os.PathLike, levels: Sequence[float],
+                       params: dict[str, Any] | None, path_fn: PathFn | None = None, *,
+                       verify: bool = True) -> SmoothedStore:
+    """The store in ``path`` (``virolbi smooth-dataset``'s output) checked against a training set:
+    the same images in the same order, every level of ``levels``, the same smoother options and
+    code; one line naming the difference otherwise (:class:`InputError`)."""
     import virolbi
 
-    save_json({"sha256": digest, "shape": list(shape), "levels": list(levels), "params": params,
-               "identity": identity, "code_version": SMOOTHER_CODE_VERSION,
-               "virolbi": virolbi.__version__,
-               "path_fn": fn_name}, entry / "meta.json")
-    arr = np.load(entry / "images.npy", mmap_mode="r", allow_pickle=False)
-    return SmoothedSet(arr, levels, key, entry, built=True)
+    store = open_smoothed(path, verify=verify)
+    m, where = store.manifest, f"procedure.store {path}"
+    if len(store) != len(dataset):
+        raise InputError(f"{where} holds {len(store)} images, the training set {len(dataset)}")
+    if m["source"].get("identity") != source_identity(dataset):
+        raise InputError(f"{where} was smoothed from other images than the training set "
+                         f"({m['source'].get('description') or 'unknown source'})")
+    missing = [v for v in levels if not any(abs(v - s) < 1e-9 for s in store.levels)]
+    if missing:
+        raise InputError(f"{where} has levels {list(store.levels)}, not {missing}")
+    for key, want in (("params", smoother_params(params)), ("path_fn", _fn_name(path_fn)),
+                      ("code_version", SMOOTHER_CODE_VERSION), ("virolbi", virolbi.__version__)):
+        if m.get(key) != want:
+            raise InputError(f"{where} was smoothed with {key} {m.get(key)}, the training "
+                             f"uses {want}")
+    return store

@@ -241,15 +241,16 @@ def _seed_everything(cfg: dict) -> None:
 
 def _prepare_procedure(cfg: dict, info: DistInfo, train_data: Any, val_data: Any,
                        path_fn: Any) -> tuple[Procedure, np.ndarray | None, float]:
-    """The procedure with its smoothed caches built (rank 0 builds them, the others then read
-    them), the smoothed validation images when validation smooths at test time, and the seconds."""
+    """The procedure with its smoothed caches built (rank 0 builds and verifies them, the others
+    then open them without reading them through), the smoothed validation images when validation smooths at test time, and the seconds."""
     t0 = time.perf_counter()
     procedure: Procedure = build_procedure(cfg["procedure"], path_fn=path_fn)
     progress = cfg["logging"]["progress"] and info.is_main
     val_pre = None
     for turn in ((0,) if not info.distributed else (0, 1)):
         if (turn == 0) == info.is_main:
-            procedure.prepare(train_data, progress=progress or None if info.is_main else False)
+            procedure.prepare(train_data, progress=progress or None if info.is_main else False,
+                              verify=info.is_main)
             tts = cfg["eval"]["test_time_sparsity"]
             if val_data is not None and tts is not None and procedure.test_preprocess(
                     torch.zeros(1, 3, 8, 8)) is None:
@@ -258,7 +259,7 @@ def _prepare_procedure(cfg: dict, info: DistInfo, train_data: Any, val_data: Any
                 val_pre = smoothed_images(
                     np.asarray(val_data.data), [tts], cache_dir=cfg["procedure"]["cache_dir"],
                     batch_size=cfg["procedure"]["cache_batch_size"], progress=progress or None,
-                    path_fn=path_fn, **(cfg["procedure"]["smoother"] or {})).at(tts)
+                    verify=info.is_main, path_fn=path_fn, **(cfg["procedure"]["smoother"] or {})).at(tts)
         barrier(info)
     return procedure, val_pre, time.perf_counter() - t0
 
