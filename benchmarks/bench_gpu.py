@@ -37,12 +37,7 @@ def batch_of(side: int, n: int) -> np.ndarray:
     if side == 32:
         imgs, _ = common.load_cifar(n + 10)  # the first images of every class
         return np.ascontiguousarray(imgs[:n].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    from skimage import data, transform
-
-    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    out = [transform.resize(photos[i % len(photos)], (side, side), anti_aliasing=True)
-           for i in range(n)]
-    return np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2).astype(np.float32))
+    return common.photographs(side, n)
 
 
 def _smoother(device: str, level: float):

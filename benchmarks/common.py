@@ -210,3 +210,17 @@ def load_cifar(n: int) -> tuple[np.ndarray, np.ndarray]:
     finally:
         sys.path.pop(0)
     return load_shared_cifar(max(1, n // 10))
+
+
+#: scikit-image's colour photographs (loaded by name from ``skimage.data``).
+PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def photographs(side: int, n: int) -> np.ndarray:
+    """``n`` float32 RGB photographs ``(n, 3, side, side)`` in [0, 1]: scikit-image's astronaut,
+    coffee, chelsea and rocket in turn, area-resized (anti-aliased) to ``side``²."""
+    from skimage import data, transform
+
+    out = [transform.resize(getattr(data, PHOTOGRAPHS[i % len(PHOTOGRAPHS)])(), (side, side),
+                            anti_aliasing=True) for i in range(n)]
+    return np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2).astype(np.float32))

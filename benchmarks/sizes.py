@@ -12,7 +12,8 @@ interleaved (round robin with a rotating start):
 - the width DCT of the compiled solve, dense product against pocketfft, per width (the crossover
   behind ``virolbi.smoother.fused.DENSE_MAX_WIDTH``);
 - under load: each size with default threads, quiet and with ``--load-procs`` busy processes
-  (Python busy loops), ``smooth`` run under ``nice -n 10`` as a user's job would be.
+  (Python busy loops), the measuring process under ``nice -n 10`` as a user's job would be, with
+  chambolle beside it as the yardstick (a niced process gets a small share whatever it does).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def solve_crossover(widths=(16, 32, 48, 64, 96, 128, 224), repeats: int = 200) -
 
 
 def memory_child(size: int, gray: bool) -> dict:
-    """Resident-set growth of one ``smooth`` call (run in a fresh process)."""
+    """Peak resident-set growth during one ``smooth`` call (run in a fresh process; RSS sampled
+    every 0.5 ms, :func:`common.peak_rss_during`)."""
     import torch
 
     import virolbi
@@ -131,9 +133,8 @@ def memory_child(size: int, gray: bool) -> dict:
     torch.set_num_threads(1)
     img = photo(size, gray)
     virolbi.smooth(photo(16, gray), SPARSITY)  # compile and import outside the measurement
-    before = common.maxrss_mib()
-    virolbi.smooth(img, SPARSITY)
-    growth = common.maxrss_mib() - before
+    before, peak = common.peak_rss_during(lambda: virolbi.smooth(img, SPARSITY))
+    growth = peak - before
     return {"size": size, "gray": gray, "rss_growth_mib": growth,
             "mib_per_megapixel": growth / (size * size / 1e6)}
 
@@ -155,36 +156,54 @@ def _busy() -> None:  # pragma: no cover - a load generator
         pass
 
 
-def loaded_rows(sizes, procs: int) -> dict:
-    """``virolbi.smooth`` (default threads, niced) quiet and with ``procs`` busy processes."""
+def loaded_rows(shapes, procs: int) -> dict:
+    """``virolbi.smooth`` (default threads) and chambolle on the same image, quiet and with
+    ``procs`` busy processes while this process runs under ``nice -n 10`` (a user's background
+    job): a niced process gets a small share of the cores whatever it does, so what tells whether
+    the smoother's threads spin is its slowdown against chambolle's (one thread, no pool)."""
     import multiprocessing as mp
 
-    quiet = {s: _time_default_threads(s) for s in sizes}
+    cases = {s: _loaded_case(s) for s in shapes}
+    quiet = {s: [_timed(f) for f in fns] for s, fns in cases.items()}
     workers = [mp.Process(target=_busy, daemon=True) for _ in range(procs)]
     for w in workers:  # at the caller's priority; the measured process is niced after the fork
         w.start()
     try:
         os.nice(10)
-        loaded = {s: _time_default_threads(s) for s in sizes}
+        loaded = {s: [_timed(f) for f in fns] for s, fns in cases.items()}
     finally:
         for w in workers:
             w.terminate()
-    return {f"{s[0]}x{s[1]} RGB": {"quiet_s": quiet[s], "loaded_s": loaded[s],
-                                  "slowdown": loaded[s] / quiet[s]} for s in sizes}
+    out = {}
+    for s in shapes:
+        (qs, qc), (ls, lc) = quiet[s], loaded[s]
+        out[f"{s[0]}x{s[1]} RGB"] = {"quiet_s": qs, "loaded_s": ls, "slowdown": ls / qs,
+                                    "chambolle_quiet_s": qc, "chambolle_loaded_s": lc,
+                                    "chambolle_slowdown": lc / qc,
+                                    "relative_slowdown": (ls / qs) / (lc / qc)}
+    return out
 
 
-def _time_default_threads(shape: tuple[int, int]) -> float:
+def _loaded_case(shape: tuple[int, int]):
+    """(smooth, chambolle) on the astronaut resized to ``shape``, torch with all cores."""
     import torch
 
     import virolbi
     from skimage import transform
+    from skimage.restoration import denoise_tv_chambolle
 
     torch.set_num_threads(os.cpu_count() or 1)
-    img = np.moveaxis(transform.resize(np.moveaxis(photo(max(shape), False), 0, -1), shape,
-                                       anti_aliasing=True).astype(np.float32), -1, 0)
-    virolbi.smooth(np.ascontiguousarray(img), SPARSITY)
+    hwc = transform.resize(np.moveaxis(photo(max(shape), False), 0, -1), shape,
+                           anti_aliasing=True).astype(np.float32)
+    chw = np.ascontiguousarray(np.moveaxis(hwc, -1, 0))
+    virolbi.smooth(chw, SPARSITY)
+    return (lambda: virolbi.smooth(chw, SPARSITY),
+            lambda: denoise_tv_chambolle(hwc, weight=0.1, channel_axis=-1))
+
+
+def _timed(fn) -> float:
     t0 = time.perf_counter()
-    virolbi.smooth(np.ascontiguousarray(img), SPARSITY)
+    fn()
     return time.perf_counter() - t0
 
 
@@ -235,11 +254,15 @@ def render_g(g: dict) -> list[str]:
     rows = [[w, round(v["dense"], 1), round(v["fft"], 1), f"{v['fft'] / v['dense']:.2f}"]
             for w, v in g["solve_crossover_us"].items()]
     md.append(common.markdown_table(["width", "dense product", "pocketfft DCT", "fft / dense"], rows))
-    md += ["", f"Under load ({g['load_procs']} busy processes; `smooth` niced, default threads):", ""]
+    md += ["", f"Under load ({g['load_procs']} busy processes; the measuring process niced by 10, "
+           "default threads; chambolle in the same process as the yardstick):", ""]
     loaded = g["loaded"]
-    rows = ([[k, f"{v['quiet_s']:.3f}", f"{v['loaded_s']:.3f}", f"{v['slowdown']:.2f}×"]
-             for k, v in loaded.items()] if "error" not in loaded else [["error", "", "", ""]])
-    md.append(common.markdown_table(["image", "quiet (s)", "loaded (s)", "slowdown"], rows))
+    rows = ([[k, f"{v['quiet_s']:.3f}", f"{v['loaded_s']:.3f}", f"{v['slowdown']:.1f}×",
+              f"{v['chambolle_slowdown']:.1f}×", f"{v['relative_slowdown']:.2f}"]
+             for k, v in loaded.items()] if "error" not in loaded else [["error", "", "", "", "", ""]])
+    md.append(common.markdown_table(["image", "smooth quiet (s)", "smooth loaded (s)",
+                                     "smooth slowdown", "chambolle slowdown",
+                                     "smooth / chambolle slowdown"], rows))
     md.append("")
     return md
 

@@ -517,10 +517,22 @@ def test_large_images_are_announced_with_size_memory_and_time(photos, tmp_path, 
     assert code == 0, err
     first = err.splitlines()[0]
     assert first.startswith(f"virolbi smooth: note: {photos / 'camera.png'} is ")
-    assert "GB of memory" in first and "min on 2 cores" in first
+    assert "GB of memory" in first and "per core at level 0.6; progress below" in first
     options: dict = {}
-    _common.announce_large_images("smooth", [], options)
+    _common.announce_large_images("smooth", [], options, 0.6)
     assert options == {}  # nothing large: no note, no progress
+
+
+def test_the_time_estimate_follows_the_level_and_the_measured_rates():
+    """Linear between the measured levels, clamped outside; a 1 MP RGB image at 0.6 is announced
+    with half to twice the measured seconds."""
+    from virolbi.cli import _common
+
+    rates = _common.SECONDS_PER_MEGAPIXEL
+    assert _common.seconds_per_megapixel(0.6) == rates[0.6]
+    assert _common.seconds_per_megapixel(0.45) == (rates[0.3] + rates[0.6]) / 2
+    assert _common.seconds_per_megapixel(0.1) == rates[0.3]
+    assert rates[0.3] < rates[0.6] < rates[0.9]  # higher levels need longer paths
 
 
 @pytest.mark.parametrize("extra, match", [

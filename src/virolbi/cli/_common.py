@@ -7,6 +7,8 @@ import argparse
 import re
 import sys
 
+import numpy as np
+
 from virolbi.checks import check_levels, check_positive
 from virolbi.errors import InputError
 
@@ -144,27 +146,41 @@ def note(command: str, message: str) -> None:
     print(f"virolbi {command}: note: {message}", file=sys.stderr)
 
 
-#: From this many megapixels on, a command says what is coming and shows the path's progress.
-LARGE_MEGAPIXELS = 1.0
-#: Measured on the 2-core machines (RGB, float32, sparsity 0.6, FFT tensor path): peak memory and
-#: time per megapixel, for the estimate (README, "Large images").
-MEMORY_GB_PER_MEGAPIXEL = 0.5
-MINUTES_PER_MEGAPIXEL = (1.0, 2.5)
+#: From this many megapixels on (a 512 x 512 photograph), a command says what is coming and shows
+#: the path's progress: such an image takes seconds, more under load.
+LARGE_MEGAPIXELS = 0.25
+#: Measured on a 2-core AMD EPYC (one thread, RGB, float32, scikit-image's astronaut at 1024 x 1024;
+#: ``benchmarks/results/megapixel.json``): seconds per megapixel to reach each level, and the peak
+#: memory growth per megapixel. Other images take 0.5-2x as long (README, "Large images").
+SECONDS_PER_MEGAPIXEL = {0.3: 7.7, 0.6: 25.4, 0.9: 143.4}   # 0.9 stopped at max_iter (5000)
+MEMORY_GB_PER_MEGAPIXEL = 0.25
 
 
-def announce_large_images(command: str, images: list, options: dict) -> None:
-    """One note per image of :data:`LARGE_MEGAPIXELS` or more (size, memory and time to expect),
-    and the library's progress bar switched on for the run."""
+def seconds_per_megapixel(level: float) -> float:
+    """:data:`SECONDS_PER_MEGAPIXEL` at ``level``, linear between the measured levels (the first
+    below 0.3, the last beyond 0.9)."""
+    return float(np.interp(level, list(SECONDS_PER_MEGAPIXEL), list(SECONDS_PER_MEGAPIXEL.values())))
+
+
+def announce_large_images(command: str, images: list, options: dict, level: float) -> None:
+    """One note per image of :data:`LARGE_MEGAPIXELS` or more (size, memory and time to expect at
+    ``level``, the highest level asked), and the library's progress bar switched on for the run."""
     for im in images:
         c, h, w = im.size
         mp = h * w / 1e6
         if mp < LARGE_MEGAPIXELS:
             continue
-        lo, hi = (mp * m * c / 3 for m in MINUTES_PER_MEGAPIXEL)
-        note(command, f"{im.path} is {w}x{h}x{c} ({mp:.1f} MP): expect about "
-                      f"{mp * MEMORY_GB_PER_MEGAPIXEL * c / 3:.1f} GB of memory and "
-                      f"{lo:.0f}-{hi:.0f} min on 2 cores (more for higher levels); progress below")
+        secs = mp * c / 3 * seconds_per_megapixel(level)
+        note(command, f"{im.path} is {w}x{h}x{c} ({mp:.2f} MP): expect about "
+                      f"{mp * MEMORY_GB_PER_MEGAPIXEL * c / 3:.2g} GB of memory and "
+                      f"{_duration(0.5 * secs)}-{_duration(2 * secs)} per core at level {level:g}; "
+                      "progress below")
         options["progress"] = True
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"3.5 min"``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 

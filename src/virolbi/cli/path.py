@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.output, "--output")
     check_output_file(args.report, "--report")
     images = load_images(args.images)
-    announce_large_images(COMMAND, images, options)
+    announce_large_images(COMMAND, images, options, max(lv for lv in levels if lv < 1.0)
+                          if min(levels) < 1.0 else 0.0)
     announce_dropped_alpha(COMMAND, images)
     for im in images:
         if im.size[0] not in (1, 3):

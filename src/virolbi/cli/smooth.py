@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = check_output_dir(args.output_dir, "--output-dir")
     check_output_file(args.report, "--report")
     images = load_images(args.images)
-    announce_large_images(COMMAND, images, options)
+    announce_large_images(COMMAND, images, options, sparsity)
     announce_dropped_alpha(COMMAND, images)
     names = [output_name(im, sparsity) for im in images]
     seen: dict[str, Path] = {}
