@@ -1,11 +1,11 @@
-"""Validate the fast solvers against Eq. 5 on real images (SPEC §1): a script, writes JSON + Markdown.
+"""Validate the fast solvers against Eq. 5 on real images (paper §3.1, Eq. 5): a script, writes JSON + Markdown.
 
 For N CIFAR-10 (JPEG) images (first N/10 per class) and sparsity levels 0.2, 0.4, 0.6, 0.8, the
 ``"explicit"`` solver (the paper's Eq. 5) is compared with ``"dct"`` and ``"imex"`` (default step and
 a few others, in units of ν/κ). Per level it reports
 
 - support agreement: the fraction of edges whose membership in the support of γ is the same at the
-  recorded iterate, per image: minimum, 1st percentile and mean over images (SPEC: ≥ 98 %);
+  recorded iterate, per image: minimum, 1st percentile and mean over images (criterion: ≥ 98 %);
 - ũ difference: the per-image RMS of ũ_fast − ũ_Eq.5 (pixels in [0, 1]): median, 95th
   percentile and maximum;
 - mean iterations (Eq. 5 / fast).
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         print(f"{label}: {secs:.1f}s", flush=True)
     md = ["# Fast solvers vs Eq. 5 on real images", "",
           f"{described}, float64, κ = 5, ν = 1; Eq. 5 (`explicit`) took {t_ref:.0f} s. Support agreement = fraction of edges "
-          "with the same membership in supp γ at the recorded iterate (SPEC §1 asks ≥ 0.98); "
+          "with the same membership in supp γ at the recorded iterate (criterion: ≥ 0.98); "
           "RMS of ũ − ũ_Eq.5 per image on [0, 1] pixels. Machine: "
           f"{meta['cpu']}, commit `{meta['commit'][:10]}`.", "",
           common.markdown_table(["solver", "level", "agreement min", "agreement 1st pct",

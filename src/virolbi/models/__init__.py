@@ -1,4 +1,4 @@
-"""Backbones and the model registry (SPEC §2).
+"""Backbones and the model registry (paper §4).
 
 - :func:`create_model` / :func:`list_models` / :func:`register`: build a classifier by name
   (``"resnet18"`` with the CIFAR stem, ``"resnet50"``, ``"vit_tiny"``, ``"torchvision:<name>"``,

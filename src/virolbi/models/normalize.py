@@ -1,7 +1,7 @@
 r"""Per-channel normalisation as the first layer of every model.
 
 Models in virolbi take float images in :math:`[0, 1]` and normalise them themselves, so that
-perturbations, smoothing and adversarial attacks (SPEC §3) all work in pixel space, the way
+perturbations, smoothing and adversarial attacks (paper §4) all work in pixel space, the way
 torchattacks and RobustBench expect:
 
 .. math:: \hat x_{b,c,h,w} = \frac{x_{b,c,h,w} - \mu_c}{\sigma_c}

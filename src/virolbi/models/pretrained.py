@@ -12,7 +12,7 @@ be a raw state dict or a training checkpoint holding it under ``"model"``, ``"st
   (:func:`~virolbi.models.vit.resample_pos_embed`).
 
 With ``drop_head=True`` the classifier (the model's last ``nn.Linear``) is skipped when its shape
-differs, for fine-tuning to a new number of classes (SPEC §2, fine-tuning).
+differs, for fine-tuning to a new number of classes (paper §4: ResNet50 and ViT-tiny fine-tuned on ImageNet100).
 """
 
 from __future__ import annotations

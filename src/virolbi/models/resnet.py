@@ -6,7 +6,7 @@ strided 1×1 projection [1]_. Four stages of ``64, 128, 256, 512`` base channels
 output of a bottleneck stage) follow a stem, then global average pooling and a linear classifier.
 
 - ``stem="imagenet"``: 7×7 convolution, stride 2, then 3×3 max-pool, stride 2 (the original).
-- ``stem="cifar"``: one 3×3 convolution, stride 1, no max-pool (SPEC §2), the usual variant for
+- ``stem="cifar"``: one 3×3 convolution, stride 1, no max-pool (paper §4's CIFAR ResNet18), the usual variant for
   32×32 images; the last stage then works on 4×4 maps.
 
 ``width`` multiplies every channel count (``max(1, round(c * width))``), so ``width=0.25`` gives a
@@ -270,7 +270,7 @@ def _check_num_classes(num_classes: object) -> int:
 def resnet18(num_classes: int = 10, *, width: float = 1.0, stem: str = "cifar",
              zero_init_residual: bool = False, csc: bool | dict | None = None,
              cifs: bool | dict | None = None) -> ResNet:
-    """ResNet18 (:class:`BasicBlock`, ``(2, 2, 2, 2)``), by default with the CIFAR stem (SPEC §2).
+    """ResNet18 (:class:`BasicBlock`, ``(2, 2, 2, 2)``), by default with the CIFAR stem (paper §4).
 
     Parameters
     ----------

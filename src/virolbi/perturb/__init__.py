@@ -1,4 +1,4 @@
-"""Perturbations for the robustness evaluation (SPEC §3).
+"""Perturbations for the robustness evaluation (paper §4.1-4.4).
 
 - :mod:`~virolbi.perturb.noise`: the CIFAR-10-C noise corruptions (:func:`corrupt`, :data:`CORRUPTIONS`,
   :data:`SEVERITY_PARAMS`, :class:`Corruption`).

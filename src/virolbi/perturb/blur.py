@@ -1,4 +1,4 @@
-r"""Gaussian blur: the paper's "Blur" baseline (SPEC §2), as a batched depthwise convolution.
+r"""Gaussian blur: the paper's "Blur" baseline (§4, Table 1), as a batched depthwise convolution.
 
 The baseline trains and tests on blurred images: kernel 3, :math:`\sigma = 2` for 32×32 data and
 kernel 7, :math:`\sigma = 2` for 224×224 data (:func:`blur_params_for`). The kernel and the border
@@ -87,7 +87,7 @@ def gaussian_blur(x: Tensor, kernel_size: int = 3, sigma: float = 2.0, *,
     x : Tensor
         Float images ``(B, C, H, W)`` in [0, 1].
     kernel_size : int, default 3
-        Odd kernel side; 3 for 32×32 images, 7 for 224×224 (SPEC §2, :func:`blur_params_for`).
+        Odd kernel side; 3 for 32×32 images, 7 for 224×224 (paper §4, :func:`blur_params_for`).
     sigma : float, default 2.0
         Standard deviation in pixels; the larger, the stronger the blur.
     padding_mode : {"reflect", "replicate", "circular"}, default "reflect"
@@ -133,7 +133,7 @@ def blur_params_for(image_size: int | tuple[int, int]) -> tuple[int, float]:
     r"""The paper's blur settings for an image size: ``(kernel_size, sigma)``.
 
     Kernel 3, :math:`\sigma = 2` for small (CIFAR-like) images and kernel 7, :math:`\sigma = 2` for
-    ImageNet-sized ones (SPEC §2). The split is at 128 pixels on the shorter side.
+    ImageNet-sized ones (paper §4). The split is at 128 pixels on the shorter side.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-r"""Low/high frequency split of images (SPEC §3, the paper's Table 4).
+r"""Low/high frequency split of images (paper §4.4, Table 4).
 
 The centred 2-D spectrum of each channel is cut by a disk of radius :math:`r` around the zero
 frequency (r = 6 for 32×32 images, following Wang et al. 2020): the inside gives the low-frequency

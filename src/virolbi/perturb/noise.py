@@ -1,7 +1,7 @@
 r"""The four noise corruptions of CIFAR-10-C / CIFAR-100-C, batched in PyTorch.
 
 Each function reproduces one corruption of Hendrycks & Dietterich's ``make_cifar_c.py`` on a float
-batch ``(B, C, H, W)`` in [0, 1], at the five published severities (SPEC §3):
+batch ``(B, C, H, W)`` in [0, 1], at the five published severities (paper §4.1):
 
 ==================  =========================================  ==================================
 name                corruption of a pixel :math:`x`            parameter :math:`c`, severity 1-5

@@ -1,4 +1,4 @@
-r"""Low-resolution perturbation (SPEC §3): downsample by a scale factor, upsample back with nearest.
+r"""Low-resolution perturbation (paper §4.3, Table 3): downsample by a scale factor, upsample back with nearest.
 
 The paper tests at scales 1/4 and 1/2 for 32×32 images and 1/7 and 1/4 for 224×224 images; the
 image keeps its size but carries only :math:`\mathrm{round}(sH) \times \mathrm{round}(sW)` distinct

@@ -1,7 +1,7 @@
 r"""Grid operators of the ViRoLBI smoother: the edge difference operator :math:`D`, its adjoint, the
 exact operator norm of the Hessian, and an exact DCT solver for :math:`(I + D^\top D/\nu)u = r`.
 
-The graph is the 4-neighbour pixel grid with free (Neumann) boundary (SPEC §1). An image
+The graph is the 4-neighbour pixel grid with free (Neumann) boundary (paper §3.1, Eq. 2). An image
 ``u`` of shape ``(..., H, W)`` has ``H(W-1)`` horizontal edges and ``(H-1)W`` vertical edges;
 ``D`` maps it to the pair ``(dh, dv)`` with ``dh[..., i, j] = u[..., i, j+1] - u[..., i, j]`` and
 ``dv[..., i, j] = u[..., i+1, j] - u[..., i, j]``. Colour images carry a C-vector per edge.

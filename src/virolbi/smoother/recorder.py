@@ -1,6 +1,6 @@
 """The recorder of the levels an LBI run reaches: for each (level, image), the iterate ``u`` and the
 support of :math:`\\gamma` at the first iteration whose sparsity level reaches the target, or where the
-image stopped when it cannot reach it (SPEC §1: a warning, not an error)."""
+image stopped when it cannot reach it (a warning, not an error: docs/reliability.md)."""
 
 from __future__ import annotations
 

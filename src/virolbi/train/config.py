@@ -29,7 +29,7 @@ __all__ = ["DEFAULTS", "FREE_FORM", "PROCEDURES", "load_config", "merge", "apply
 
 PROCEDURES = ("vanilla", "blur", "fixed", "iterative")
 
-#: Every key the trainer reads, with its default (the seeds' CIFAR recipe, SPEC §2).
+#: Every key the trainer reads, with its default (the seeds' CIFAR recipe, paper §4).
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "seed": 0,

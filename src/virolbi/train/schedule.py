@@ -1,6 +1,6 @@
 r"""Learning-rate schedules of the trainer, as a factor of the base rate per optimiser step.
 
-- ``cosine`` (the seeds' recipe, SPEC §2): :math:`f + (1-f)\,\tfrac12(1+\cos(\pi t))`, ``t`` the
+- ``cosine`` (the seeds' recipe, paper §4): :math:`f + (1-f)\,\tfrac12(1+\cos(\pi t))`, ``t`` the
   fraction of the post-warm-up steps done, ``f`` = ``final_lr_factor`` (0 by default).
 - ``linear`` (airbench): :math:`1 - (1-f)\,t`, a straight decay to ``f`` (airbench94: 0.07).
 - ``step``: multiplied by ``step_gamma`` at each milestone epoch.

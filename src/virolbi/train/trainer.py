@@ -1,6 +1,6 @@
 r"""The trainer: one function, :func:`train`, from a configuration to a trained model and its metrics.
 
-Recipe (SPEC §2, the seeds' CIFAR recipe): SGD with momentum 0.9, learning rate 0.1 with a cosine
+Recipe (paper §4, the seeds' CIFAR recipe): SGD with momentum 0.9, learning rate 0.1 with a cosine
 schedule (per step, optional linear warm-up), weight decay 5e-4, global batch 128, random crop
 (padding 4) and horizontal flip, cross-entropy
 
