@@ -411,8 +411,9 @@ def render(results: dict) -> str:
                ""]
     for rerun in results.get("partial_reruns", []):
         mm = rerun["machine"]
-        md += [f"Section(s) {rerun['sections']} re-run at {mm['date_utc']} (commit "
-               f"`{mm['commit'][:10]}`, load average {mm['load_average_at_start'][0]:.1f}).", ""]
+        md += [f"Section(s) {rerun['sections']} re-run at {mm['date_utc']} on {mm['cpu']} "
+               f"(commit `{mm['commit'][:10]}`, load average {mm['load_average_at_start'][0]:.1f}).",
+               ""]
     if "c" in results:
         c = results["c"]
         md += ["## (c) Peak memory per image", "", c["method"] + ".", ""]
