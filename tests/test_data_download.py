@@ -117,3 +117,17 @@ def test_file_url_without_checksum(tmp_path):
     src.write_bytes(PAYLOAD)
     out = download_url(src.as_uri(), tmp_path / "sub" / "copy.bin", None, progress=False)
     assert out.read_bytes() == PAYLOAD
+
+
+def test_sha256_checked_instead_of_md5(tmp_path):
+    """The weights zoo checks SHA-256: a good file lands, a wrong digest is refused, nothing left."""
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    out = download_url("https://h/x.bin", tmp_path / "x.bin", sha256=good.upper(), opener=FakeServer(),
+                       progress=False)
+    assert out.read_bytes() == PAYLOAD
+    dest = tmp_path / "y.bin"
+    with pytest.raises(InputError, match=f"expected sha256 {'0' * 64}, got {good}"):
+        download_url("https://h/y.bin", dest, sha256="0" * 64, opener=FakeServer(), progress=False)
+    assert not dest.exists() and not (tmp_path / "y.bin.part").exists()
+    with pytest.raises(InputError, match="md5 or sha256, not both"):
+        download_url("https://h/y.bin", dest, MD5, sha256=good, opener=FakeServer(), progress=False)

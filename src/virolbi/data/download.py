@@ -1,7 +1,7 @@
 """Resumable, checksum-verified, atomic downloads (for users who are online; tests never download).
 
 A download goes to ``<dest>.part``; an interrupted one is resumed with an HTTP ``Range`` request,
-the finished file is checked against its MD5 and only then renamed onto ``dest``.
+the finished file is checked against its MD5 or SHA-256 and only then renamed onto ``dest``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from virolbi.data.cache import file_sha256
 from virolbi.errors import InputError
 
 __all__ = ["download_url", "file_md5"]
@@ -45,10 +46,20 @@ def _status(response: Any) -> int | None:
     return code
 
 
+def _expected(md5: str | None, sha256: str | None) -> tuple[str, str, Callable[[Path], str]] | None:
+    """``(algorithm, digest, function)`` of the checksum to check, or ``None`` for no check."""
+    if md5 and sha256:
+        raise InputError("download_url: give md5 or sha256, not both")
+    if sha256:
+        return "sha256", sha256.lower(), file_sha256
+    return ("md5", md5.lower(), file_md5) if md5 else None
+
+
 def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *,
-                 opener: Callable[..., Any] | None = None, chunk_size: int = 1 << 20,
-                 timeout: float = 60.0, progress: bool | None = None) -> Path:
-    """Download ``url`` to ``dest``: resumable, MD5-checked, atomic.
+                 sha256: str | None = None, opener: Callable[..., Any] | None = None,
+                 chunk_size: int = 1 << 20, timeout: float = 60.0,
+                 progress: bool | None = None) -> Path:
+    """Download ``url`` to ``dest``: resumable, checksum-checked (MD5 or SHA-256), atomic.
 
     If ``dest`` already exists with the right checksum nothing is fetched. Otherwise bytes are
     appended to ``dest.part``; when that file exists from an interrupted run, the request asks
@@ -63,7 +74,9 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *,
     dest : path
         Final file path (its directory is created).
     md5 : str, optional
-        Expected hexadecimal MD5 digest; ``None`` skips the check.
+        Expected hexadecimal MD5 digest; ``None`` (and no ``sha256``) skips the check.
+    sha256 : str, optional
+        Expected hexadecimal SHA-256 digest, instead of ``md5``.
     opener : callable, optional
         ``opener(request, timeout=...)`` returning a file-like response (default
         :func:`urllib.request.urlopen`); tests pass a fake one.
@@ -95,8 +108,8 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *,
     b'abc'
     """
     dest = Path(dest)
-    md5 = md5.lower() if md5 else None
-    if dest.is_file() and (md5 is None or file_md5(dest) == md5):
+    check = _expected(md5, sha256)
+    if dest.is_file() and (check is None or check[2](dest) == check[1]):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -128,11 +141,12 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, *,
                              f"{part}") from None
         finally:
             bar.close()
-    if md5 is not None:
-        got = file_md5(part)
-        if got != md5:
+    if check is not None:
+        algorithm, want, digest = check
+        got = digest(part)
+        if got != want:
             part.unlink()
-            raise InputError(f"checksum mismatch for {url}: expected md5 {md5}, got {got}; the "
-                             "partial file was removed, run again to retry")
+            raise InputError(f"checksum mismatch for {url}: expected {algorithm} {want}, got {got}; "
+                             "the partial file was removed, run again to retry")
     os.replace(part, dest)
     return dest
