@@ -24,11 +24,8 @@ import scipy.sparse.linalg
 import torch
 
 from virolbi.errors import InputError
-
-try:  # numba is a dependency, but keep the package importable without it
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
+from virolbi.smoother.components import available as _compiled_available
+from virolbi.smoother.components import plane_labels
 
 __all__ = ["component_labels", "average_over_components", "project", "difference_matrix",
            "project_pinv", "project_lsqr", "PROJECTIONS"]
@@ -63,55 +60,11 @@ def _labels_scipy(inactive_h: torch.Tensor, inactive_v: torch.Tensor) -> torch.T
     return torch.from_numpy(local.astype(np.int64)).reshape(p, h, w)
 
 
-def _find(parent, q):  # pragma: no cover - compiled
-    """Root of ``q`` with path halving."""
-    while parent[q] != q:
-        parent[q] = parent[parent[q]]
-        q = parent[q]
-    return q
-
-
-def _union_find_labels(inactive_h, inactive_v, out):  # pragma: no cover - compiled
-    """Union-find over each plane's inactive edges, roots kept at the smallest pixel index, then
-    one row-major pass numbering the roots 0, 1, … in order of first pixel (as ``_labels_scipy``)."""
-    p, h, wm1 = inactive_h.shape
-    w = wm1 + 1
-    parent = np.empty(h * w, dtype=np.int64)
-    for i in range(p):
-        for q in range(h * w):
-            parent[q] = q
-        for r in range(h):
-            for c in range(w):
-                q = r * w + c
-                if c + 1 < w and inactive_h[i, r, c]:
-                    a, b = _find(parent, q), _find(parent, q + 1)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
-                if r + 1 < h and inactive_v[i, r, c]:
-                    a, b = _find(parent, q), _find(parent, q + w)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
-        lab = out[i].reshape(-1)
-        count = 0
-        for q in range(h * w):
-            root = _find(parent, q)
-            if root == q:
-                lab[q] = count
-                count += 1
-            else:
-                lab[q] = lab[root]  # root < q: numbered already
-
-
-if numba is not None:
-    _find = numba.njit(nogil=True, cache=True)(_find)
-    _union_find_labels = numba.njit(nogil=True, cache=True)(_union_find_labels)
-
-
-def _labels_compiled(inactive_h: torch.Tensor, inactive_v: torch.Tensor) -> torch.Tensor:
-    p, h, w = inactive_h.shape[0], inactive_h.shape[1], inactive_v.shape[2]
+def _labels_compiled(active_h: torch.Tensor, active_v: torch.Tensor) -> torch.Tensor:
+    p, h, w = active_h.shape[0], active_h.shape[1], active_v.shape[2]
     out = np.empty((p, h, w), dtype=np.int64)
-    _union_find_labels(np.ascontiguousarray(inactive_h.cpu().numpy()),
-                       np.ascontiguousarray(inactive_v.cpu().numpy()), out)
+    plane_labels(np.ascontiguousarray(active_h.cpu().numpy()),
+                 np.ascontiguousarray(active_v.cpu().numpy()), out)
     return torch.from_numpy(out)
 
 
@@ -175,10 +128,10 @@ def component_labels(active_h: torch.Tensor, active_v: torch.Tensor, *,
              [0, 0, 1]]])
     """
     if method is None:
-        method = (("compiled" if numba is not None else "scipy") if active_h.device.type == "cpu"
+        method = (("compiled" if _compiled_available() else "scipy") if active_h.device.type == "cpu"
                   else "propagation")
     if method == "compiled":
-        return _labels_compiled(~active_h, ~active_v).to(active_h.device)
+        return _labels_compiled(active_h, active_v).to(active_h.device)
     if method == "scipy":
         return _labels_scipy(~active_h, ~active_v).to(active_h.device)
     if method == "propagation":

@@ -32,6 +32,7 @@ import torch
 
 from virolbi.checks import check_positive
 from virolbi.errors import InputError
+from virolbi.smoother.components import relabel
 from virolbi.smoother.operators import lbi_step_size
 from virolbi.smoother.projection import PROJECTIONS, project_lsqr, project_pinv
 
@@ -44,13 +45,6 @@ __all__ = ["projection_trace"]
 
 #: Iterations per compiled call between two checks of the time limit (graph projection).
 CHUNK = 500
-
-
-def _find(parent, a):  # pragma: no cover - compiled
-    while parent[a] != a:
-        parent[a] = parent[parent[a]]
-        a = parent[a]
-    return a
 
 
 def _run(x, u, zh, zv, act_h, act_v, prev_h, prev_v, rh, rv, labels, parent, sums, counts, runs,
@@ -106,7 +100,7 @@ def _run(x, u, zh, zv, act_h, act_v, prev_h, prev_v, rh, rv, labels, parent, sum
         if not graph:
             continue
         if state[0] == 0 or (changed and not _same_partition_c(act_h, act_v, prev_h, prev_v)):
-            state[0], state[4] = _relabel_c(act_h, act_v, labels, parent, counts, runs)
+            state[0], state[4] = relabel(act_h, act_v, labels, parent, counts, runs)
             state[3] += 1
         if changed or state[3] == 1:
             prev_h[...] = act_h
@@ -140,47 +134,6 @@ def _same_partition(act_h, act_v, prev_h, prev_v):  # pragma: no cover - compile
     return True
 
 
-def _relabel(act_h, act_v, labels, parent, counts, runs):  # pragma: no cover - compiled
-    """Components of the inactive edges by union-find (raster scan, link to the smaller root);
-    labels ``0..n-1`` in order of each component's first pixel, sizes into ``counts``, and the
-    runs of equal labels in raster order into ``runs`` (start pixel; the label is ``labels``
-    there). Returns (components, runs)."""
-    h, w = labels.shape
-    for p in range(h * w):
-        parent[p] = p
-    for i in range(h):
-        for j in range(w):
-            p = i * w + j
-            if j > 0 and not act_h[i, j - 1]:
-                ra = _find_c(parent, p - 1)
-                rb = _find_c(parent, p)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-            if i > 0 and not act_v[i - 1, j]:
-                ra = _find_c(parent, p - w)
-                rb = _find_c(parent, p)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    nc = 0
-    nr = 0
-    flat = labels.reshape(-1)
-    for p in range(h * w):
-        root = _find_c(parent, p)
-        if root == p:  # a root is its component's smallest pixel, so first in raster order
-            lab = nc
-            counts[nc] = 0
-            nc += 1
-        else:
-            lab = flat[root]  # root < p: already labelled
-        flat[p] = lab
-        counts[lab] += 1
-        if p == 0 or flat[p - 1] != lab:
-            runs[nr] = p
-            nr += 1
-    runs[nr] = h * w
-    return nc, nr
-
-
 def _average(u, labels, sums, counts, runs, nc, nr, ut):  # pragma: no cover - compiled
     """ũ = per-component mean of ``u`` with fixed labels, the same arithmetic as
     ``average_over_components`` (sequential sums in raster order, then sums / counts, then a
@@ -205,8 +158,6 @@ def _average(u, labels, sums, counts, runs, nc, nr, ut):  # pragma: no cover - c
 
 
 # Compiled lazily on first call (numba.njit only wraps here).
-_find_c = numba.njit(cache=True)(_find) if numba is not None else None
-_relabel_c = numba.njit(cache=True)(_relabel) if numba is not None else None
 _average_c = numba.njit(cache=True)(_average) if numba is not None else None
 _same_partition_c = numba.njit(cache=True)(_same_partition) if numba is not None else None
 _run_c = numba.njit(cache=True)(_run) if numba is not None else None
