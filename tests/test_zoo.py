@@ -14,8 +14,8 @@ import torch
 
 from virolbi.errors import InputError
 from virolbi.models import create_model
-from virolbi.zoo import (ZOO_DIR, export_weights, list_weights, load_weights, read_manifest,
-                         verify_weights)
+from virolbi.zoo import (export_weights, list_weights, load_weights, read_manifest, verify_weights,
+                         weights_source)
 
 #: The models behind RESULTS.md that must ship (see configs/reproduce/cifar10_fast.yaml).
 REQUIRED = ["fast_cifar10_vanilla_s0", "fast_cifar10_vanilla_s1", "fast_cifar10_blur_s0",
@@ -92,7 +92,9 @@ def test_unknown_name_missing_file_and_bad_manifest(tiny_zoo):
         list_weights(zoo)
 
 
-def test_every_shipped_file_loads_and_matches_its_checksum():
+def test_every_shipped_file_loads_and_matches_its_checksum(monkeypatch):
+    for var in ("VIROLBI_WEIGHTS", "VIROLBI_ZOO"):  # the checkout's own weights/
+        monkeypatch.delenv(var, raising=False)
     manifest = read_manifest()
     assert set(REQUIRED) <= set(manifest), sorted(manifest)
     total = 0
@@ -109,16 +111,24 @@ def test_every_shipped_file_loads_and_matches_its_checksum():
             if entry["dtype"] == "float16":  # shipped in float16 only where accuracy is unchanged
                 assert entry["val_acc_float16"] >= entry["val_acc_float32"] - 0.001, name
         total += entry["bytes"]
-    on_disk = sorted(p.name for p in ZOO_DIR.glob("*.safetensors"))
+    source = weights_source()
+    assert source.origin == "checkout" and source.folder == Path(__file__).resolve().parents[1] / "weights"
+    on_disk = sorted(p.name for p in source.folder.glob("*.safetensors"))
     assert on_disk == sorted(e["file"] for e in manifest.values())    # nothing unlisted ships
     assert total < 150e6
 
 
-def test_cli_weights_list_and_evaluate_by_name(tmp_path, capsys):
+def test_cli_weights_list_and_evaluate_by_name(tmp_path, capsys, monkeypatch):
     from virolbi.cli import main
+
+    for var in ("VIROLBI_WEIGHTS", "VIROLBI_ZOO"):  # the checkout's own weights/
+        monkeypatch.delenv(var, raising=False)
     assert main(["weights", "verify"]) == 0
     out = capsys.readouterr().out
     assert "fast_cifar10_vanilla_s0" in out and "ok" in out
+    weights = Path(__file__).resolve().parents[1] / "weights"    # where each file was found
+    assert f"\t{weights / 'fast_cifar10_vanilla_s0.safetensors'}\tok" in out
+    assert out.splitlines()[-1] == f"weights folder {weights} (checkout)"
     assert main(["evaluate", "--checkpoint", "fast_cifar10_vanilla_s0", "--data", "cifar10-jpeg",
                  "--split", "val", "--suite", "lowres", "--limit", "20", "--no-sanity",
                  "--output-dir", str(tmp_path / "ev")]) == 0
@@ -147,7 +157,9 @@ def test_cli_verify_checks_every_file_and_names_every_bad_one(tmp_path, capsys):
 
     assert main(["weights", "verify", "--zoo-dir", str(tmp_path)]) == 2
     captured = capsys.readouterr()
-    status = {line.split("\t")[0]: line.split("\t")[-1] for line in captured.out.splitlines()}
+    lines = captured.out.splitlines()
+    assert lines[-1] == f"weights folder {tmp_path} (given folder)"
+    status = {line.split("\t")[0]: line.split("\t")[-1] for line in lines[:-1]}
     assert status == {"a_good": "ok", "b_missing": "MISSING",
                       "c_altered": "DOES NOT MATCH ITS CHECKSUM"}
     err = captured.err.strip().splitlines()
