@@ -93,7 +93,10 @@ def test_square_attack_finds_adversarials_within_the_ball(cifar_batch, template_
     assert torch.equal(x_adv, again)                        # seeded
     with_pre = square_attack(model, x, y, eps, queries=60, seed=1, preprocess=torch.nn.Identity())
     assert torch.equal(with_pre, x_adv)                      # identity preprocessing changes nothing
-    with pytest.raises(InputError, match="one L-infinity radius"):
-        square_attack(model, x, y, (0.1, 0.1, 0.1))
+    # one radius per channel (the normalised convention): equal radii are the scalar search
+    assert torch.equal(square_attack(model, x, y, (eps,) * 3, queries=60, seed=1), x_adv)
+    per_channel = square_attack(model, x, y, (eps / 4, eps, eps / 2), queries=60, seed=1)
+    reached = (per_channel - x).abs().amax(dim=(0, 2, 3))
+    assert (reached <= torch.tensor([eps / 4, eps, eps / 2]) + 1e-6).all()
     with pytest.raises(InputError, match="at least 8x8"):
         square_attack(model, x[:, :, :4, :4], y, 0.1)

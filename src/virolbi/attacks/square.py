@@ -22,7 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from virolbi.attacks.base import check_count, check_eps, check_images, check_labels, check_model
+from virolbi.attacks.art_estimator import (art_classifier, from_art, import_art, numpy_seed,
+                                           scaled_radius, to_art)
+from virolbi.attacks.base import (check_count, check_eps, check_images, check_labels, check_model,
+                                  eval_mode)
 from virolbi.errors import InputError
 
 __all__ = ["PerImageCache", "SQUARE_P_INIT", "square_attack", "square_params"]
@@ -75,7 +78,7 @@ def square_params(queries: int) -> dict[str, Any]:
     return {"attack": "square (ART)", "queries": int(queries), "norm": "Linf", "p_init": SQUARE_P_INIT}
 
 
-def square_attack(model: Any, x: Tensor, y: Tensor, eps: float, queries: int = 1000, *,
+def square_attack(model: Any, x: Tensor, y: Tensor, eps: Any, queries: int = 1000, *,
                   p_init: float = SQUARE_P_INIT, seed: int = 0, batch_size: int = 250,
                   preprocess: nn.Module | None = None, progress: bool = False) -> Tensor:
     """L∞ Square attack on ``model ∘ preprocess`` (ART's implementation); adversarial images.
@@ -83,11 +86,13 @@ def square_attack(model: Any, x: Tensor, y: Tensor, eps: float, queries: int = 1
     Parameters
     ----------
     model : nn.Module
-        Classifier on float images in [0, 1].
+        Classifier on float images in [0, 1] (or the whole function a threat model attacks).
     x, y : Tensor
         Clean images ``(B, C, H, W)`` in [0, 1] and labels ``(B,)``.
-    eps : float
-        L∞ radius on [0, 1] pixels (one number: ART's Square takes a scalar radius).
+    eps : float or sequence of float
+        L∞ radius on [0, 1] pixels, or one per channel (the normalised ε convention, ε·σ_c: the
+        search runs on rescaled channels so that ART's scalar ball is that box,
+        :mod:`virolbi.attacks.art_estimator`).
     queries : int
         Iterations of the random search (ART ``max_iter``; one new query per image per iteration).
     p_init : float
@@ -100,41 +105,26 @@ def square_attack(model: Any, x: Tensor, y: Tensor, eps: float, queries: int = 1
     Returns
     -------
     Tensor
-        ``‖x' − x‖∞ ≤ eps``, values in [0, 1].
+        ``‖x' − x‖∞ ≤ eps`` (per channel), values in [0, 1].
     """
-    try:
-        from art.attacks.evasion import SquareAttack
-        from art.estimators.classification import PyTorchClassifier
-    except ImportError:
-        raise InputError("the Square attack needs the adversarial-robustness-toolbox: "
-                         "pip install 'virolbi[attacks]'") from None
+    art = import_art()
     check_model(model)
     x = check_images(x)
     y = check_labels(y, x)
     eps = check_eps(eps)
-    if isinstance(eps, tuple):
-        raise InputError("the Square attack takes one L-infinity radius, not one per channel")
     queries = check_count(queries, "queries")
     if min(x.shape[-2:]) < 8:
         raise InputError(f"the Square attack needs images of at least 8x8 pixels, got "
                          f"{tuple(x.shape[-2:])}")
+    radius, scale = scaled_radius(eps, x)
     pipeline = nn.Sequential(PerImageCache(preprocess, 8 * x.shape[0]), model) if preprocess \
         is not None else model
-    with torch.no_grad():
-        k = int(model(x[:1]).shape[1])
-    estimator = PyTorchClassifier(pipeline, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                  nb_classes=k, clip_values=(0.0, 1.0), device_type="cpu")
-    attack = SquareAttack(estimator, norm=np.inf, eps=float(eps), max_iter=queries, p_init=p_init,
-                          nb_restarts=1, batch_size=batch_size, verbose=progress)
-    state = np.random.get_state()
-    np.random.seed(seed)
-    was_training = [m.training for m in pipeline.modules()]
-    pipeline.eval()
-    try:
-        x_adv = attack.generate(x.cpu().numpy().astype(np.float32), y=y.cpu().numpy())
-    finally:
-        np.random.set_state(state)
-        for m, flag in zip(pipeline.modules(), was_training):
-            m.training = flag
-    out = torch.from_numpy(x_adv).to(x.device, x.dtype)
-    return torch.minimum(torch.maximum(out, x - eps), x + eps).clamp(0.0, 1.0)
+    with torch.no_grad(), eval_mode(pipeline):
+        k = int(pipeline(x[:1]).shape[1])
+    estimator = art_classifier(pipeline, x, scale, k)
+    attack = art.attacks.evasion.SquareAttack(estimator, norm=np.inf, eps=radius, max_iter=queries,
+                                              p_init=p_init, nb_restarts=1, batch_size=batch_size,
+                                              verbose=progress)
+    with eval_mode(pipeline), numpy_seed(seed):
+        z = attack.generate(to_art(x, scale), y=y.cpu().numpy())
+    return from_art(z, x, scale, eps)
