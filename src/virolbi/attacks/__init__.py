@@ -10,11 +10,17 @@
 - :mod:`~virolbi.attacks.threat`: :class:`ThreatModel` (classifier alone; the paper's "attack the
   classifier, then preprocess"; adaptive BPDA), :func:`attack_with_threat_model`,
   :func:`robust_accuracy`.
+- :mod:`~virolbi.attacks.apgd`, :mod:`~virolbi.attacks.square`: ART's APGD (CE, DLR, CW margin;
+  untargeted or targeted) and Square, in both ε conventions (``pip install virolbi[attacks]``).
+- :mod:`~virolbi.attacks.autoattack`: AutoAttack's versions as data, the per-image worst case and
+  the breakdown.
 - :mod:`~virolbi.attacks.sanity`: the sanity checks shown in every adversarial report.
 
 Images are float ``(B, C, H, W)`` in [0, 1]; normalisation lives inside the model.
 """
 
+from virolbi.attacks.apgd import apgd
+from virolbi.attacks.autoattack import AUTOATTACK_VERSIONS, AutoAttackSettings, worst_case
 from virolbi.attacks.base import Attack, eval_mode, project_linf
 from virolbi.attacks.bpda import BACKWARD_MODES, BPDA, bpda
 from virolbi.attacks.eot import eot_loss, eot_loss_and_gradient
@@ -31,6 +37,8 @@ from virolbi.attacks.sanity import (
 from virolbi.attacks.threat import ThreatModel, attack_with_threat_model, predict, robust_accuracy
 
 __all__ = [
+    "AUTOATTACK_VERSIONS",
+    "AutoAttackSettings",
     "BACKWARD_MODES",
     "BPDA",
     "FGSM",
@@ -38,6 +46,7 @@ __all__ = [
     "Attack",
     "SanityCheck",
     "ThreatModel",
+    "apgd",
     "attack_with_threat_model",
     "bpda",
     "check_accuracy_falls",
@@ -53,4 +62,5 @@ __all__ = [
     "project_linf",
     "robust_accuracy",
     "run_sanity_checks",
+    "worst_case",
 ]

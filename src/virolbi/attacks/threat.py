@@ -92,6 +92,18 @@ class ThreatModel(str, enum.Enum):
         return {"adaptive_bpda_identity": "identity",
                 "adaptive_bpda_partition": "partition"}.get(self.value)
 
+    def applies_to(self, preprocess: Any) -> bool:
+        """Whether this threat model can be run with ``preprocess`` (None: no preprocessing):
+        the preprocessed ones need one, the partition backward needs ``forward_with_labels`` and
+        the exact gradient a ``differentiable`` preprocess."""
+        if self.uses_preprocess and preprocess is None:
+            return False
+        if self is ThreatModel.ADAPTIVE_BPDA_PARTITION:
+            return hasattr(preprocess, "forward_with_labels")
+        if self is ThreatModel.ADAPTIVE_EXACT:
+            return bool(getattr(preprocess, "differentiable", False))
+        return True
+
     def describe(self, eot_samples: int = 1) -> str:
         """The label, with the EOT sample count when it is above 1."""
         n = check_eot_samples(eot_samples)
