@@ -196,9 +196,11 @@ def test_square_suite_queries_the_whole_pipeline_without_sanity_runs(cifar_one_p
     x10, y10, _ = cifar_one_per_class
     const = evaluate(Constant(), (x10, y10), suite="square", progress=False)
     assert const.accuracy("square", "8/255", "gradient_free") == const.accuracy("clean", "-") == 0.1
-    with pytest.raises(InputError, match="pixel eps convention"):
-        evaluate(_normalized(Brightness()), (x, y), suite="square", eps_convention="normalized",
-                 progress=False)
+    # the normalised convention: one radius per channel, named in the row
+    norm = evaluate(_normalized(Brightness()), (x, y), suite="square", eps_convention="normalized",
+                    progress=False)
+    row = norm["square", "8/255", "gradient_free", "none"]
+    assert row.params["eps_convention"] == "normalized" and len(row.params["radius_pixels"]) == 3
 
 
 def _normalized(model: nn.Module) -> nn.Module:

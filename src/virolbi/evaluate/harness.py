@@ -33,12 +33,16 @@ from virolbi.attacks import FGSM, PGD, SanityCheck, ThreatModel, attack_with_thr
 from virolbi.checks import check_positive_int, resolve_device
 from virolbi.data.subset import balanced_subset
 from virolbi.errors import InputError
+from virolbi.attacks.art_estimator import art_version
+from virolbi.attacks.autoattack import AutoAttackSettings
+from virolbi.evaluate.autoattack import Transfer, component_specs, evaluate_autoattack
 from virolbi.evaluate.data import EvalData
 from virolbi.evaluate.partial import ResumeFile, fingerprint
 from virolbi.evaluate.results import NO_PREPROCESSING, Results, Row, _Key
 from virolbi.evaluate.sanity_plan import LARGE_EPS, SanityRun, plan_sanity, sanity_checks
 from virolbi.provenance import run_metadata
 from virolbi.evaluate.suites import (
+    AUTOATTACK,
     GAUSSIAN_SIGMA,
     NO_THREAT,
     PerturbationSpec,
@@ -131,7 +135,9 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
              pgd_steps: int = 20, pgd_step_size: float | None = None, progress: bool = True,
              sanity: bool = True, preprocess_name: str | None = None,
              meta: dict | None = None, eps_convention: str = "pixel",
-             eot_samples: int = 1, resume_file: str | os.PathLike | None = None) -> Results:
+             eot_samples: int = 1, resume_file: str | os.PathLike | None = None,
+             autoattack: AutoAttackSettings | None = None, transfer: Transfer | None = None
+             ) -> Results:
     r"""Accuracy of a classifier under every perturbation of a suite, without and with preprocessing.
 
     For every spec of the suite and every batch, the perturbed images :math:`T(x)` are classified
@@ -196,6 +202,12 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
         next batch and gives the numbers of an uninterrupted run (``meta["resumed_at_batch"]``
         says where it continued). A file recorded for other images, settings or weights is not
         resumed. Removed when the evaluation completes.
+    autoattack : AutoAttackSettings, optional
+        Version and budget of the ``autoattack`` suite's spec (default: AutoAttack's standard
+        version; :mod:`virolbi.evaluate.autoattack`).
+    transfer : Transfer, optional
+        An undefended base model: the ``autoattack`` spec adds the images crafted on it
+        (RobustBench's transfer check), classified by the defence.
 
     Returns
     -------
@@ -243,9 +255,6 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     specs = get_suite(suite, size) if isinstance(suite, str) else tuple(suite)
     if not specs or not all(isinstance(s, PerturbationSpec) for s in specs):
         raise InputError("suite must be a suite name or a non-empty sequence of PerturbationSpec")
-    if eps_convention != "pixel" and any(s.perturbation == "square" for s in specs):
-        raise InputError("the Square attack takes one L-inf radius: use the pixel eps convention, "
-                         f"not {eps_convention!r}")
     plan = plan_sanity(specs, pgd_steps) if sanity else None
     work: list[PerturbationSpec | SanityRun] = list(specs) + list(plan.runs if plan else ())
 
@@ -256,27 +265,39 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
 
     counts: dict[_Key, list] = {}
     radius_of = _radius_function(model, eps_convention)
+    autoattack = autoattack or AutoAttackSettings()
+    has_aa = any(s.perturbation == AUTOATTACK for s in specs)
     settings = {"batch_size": batch_size, "seed": seed, "pgd_steps": pgd_steps,
                 "pgd_step_size": pgd_step_size, "eps_convention": eps_convention,
-                "eot_samples": eot_samples, "preprocess": pname, "dataset_size": data.length}
+                "eot_samples": eot_samples, "preprocess": pname, "dataset_size": data.length,
+                **({"autoattack": autoattack.to_dict(), "transfer": transfer and transfer.name}
+                   if has_aa else {})}
     resume = (ResumeFile(resume_file, fingerprint(model, preprocess, indices, work, settings))
               if resume_file is not None else None)
     batches = [indices[i:i + batch_size] for i in range(0, n, batch_size)]
     spec_of = {(w.perturbation, w.level): w for w in work}
+    spec_of.update({(c.perturbation, c.level): c for w in specs if w.perturbation == AUTOATTACK
+                    for c in component_specs(w, autoattack, transfer is not None)})
     first, elapsed = (resume.restore(counts, generators, spec_of, len(batches)) if resume
                       else (0, 0.0))
 
     def tally(spec: PerturbationSpec | SanityRun, threat: str, pre: str, logits: Tensor, y: Tensor,
               params: dict) -> None:
-        key = (spec.perturbation, spec.level, threat, pre)
-        entry = counts.setdefault(key, [0, 0, spec, params])
-        entry[0] += int((logits.argmax(dim=1) == y).sum())
-        entry[1] += int(y.numel())
+        tally_correct(spec, threat, pre, logits.argmax(dim=1) == y, params)
+
+    def tally_correct(spec: PerturbationSpec | SanityRun, threat: str, pre: str, correct: Tensor,
+                      params: dict) -> None:
+        entry = counts.setdefault((spec.perturbation, spec.level, threat, pre), [0, 0, spec, params])
+        entry[0] += int(correct.sum())
+        entry[1] += int(correct.numel())
 
     def run_batch(x: Tensor, y: Tensor, spec: PerturbationSpec | SanityRun) -> None:
         gen = generators[(spec.perturbation, spec.level)]
         if isinstance(spec, SanityRun):
             _evaluate_sanity_run(model, spec, pgd_step_size, gen, x, y, tally, radius_of, eot_samples)
+        elif spec.perturbation == AUTOATTACK:
+            evaluate_autoattack(model, preprocess, pname, spec, gen, x, y, tally_correct, radius_of,
+                                eot_samples, autoattack, transfer)
         elif spec.group == "adversarial":
             _evaluate_attack(model, preprocess, pname, spec, pgd_steps, pgd_step_size, gen, x, y,
                              tally, radius_of, eot_samples)
@@ -293,6 +314,8 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     model.to(dev).eval()
     if isinstance(preprocess, nn.Module):
         preprocess.to(dev).eval()
+    if transfer is not None:
+        transfer.model.to(dev).eval()
     bar = tqdm(total=len(batches) * len(work), initial=first * len(work), desc="evaluate",
                unit="step", disable=None if progress else True)
     try:
@@ -327,10 +350,15 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
                  "(perturbation, level) seeded with sha256(seed/perturbation/level)",
         "preprocess": pname,
         "eps_convention": eps_convention,
+        "eps_radius_pixels": {s.level: radius_of.params(float(s.value))["radius_pixels"]
+                              for s in specs if s.group == "adversarial"},
         "attacks": {"fgsm": {"norm": "Linf", "eot_samples": eot_samples},
                     "pgd": {"norm": "Linf", "steps": pgd_steps, "random_start": True,
                             "step_size": pgd_step_size if pgd_step_size is not None else "eps/4",
                             "restarts": 1, "eot_samples": eot_samples}},
+        **({"autoattack": {**autoattack.to_dict(), "eot_samples": autoattack.eot_for(eot_samples),
+                           "transfer_from": transfer and transfer.name,
+                           "implementation": art_version()}} if has_aa else {}),
         "skipped": skipped,
         "elapsed_s": round(elapsed, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -343,20 +371,38 @@ def evaluate(model: nn.Module, dataset: Any, *, suite: str | Sequence[Perturbati
     return Results(rows=list(rows.values()), sanity=checks, meta=info)
 
 
-def _radius_function(model: nn.Module, convention: str) -> Callable[[float], Any]:
+class _Radius:
+    """ε of a spec → the attack's pixel radius (per channel for the normalised convention), and
+    the row parameters that name the convention and that radius."""
+
+    def __init__(self, convention: str, std: Tensor | None) -> None:
+        from virolbi.attacks.base import eps_for_convention
+
+        eps_for_convention(0.0, convention, std)        # checks the convention's name
+        self.convention, self.std = convention, std
+
+    def __call__(self, eps: float) -> Any:
+        from virolbi.attacks.base import eps_for_convention
+
+        return eps_for_convention(eps, self.convention, self.std)
+
+    def params(self, eps: float) -> dict[str, Any]:
+        r = self(eps)
+        radius = [round(v, 8) for v in r] if isinstance(r, tuple) else round(r, 8)
+        return {"eps_convention": self.convention, "radius_pixels": radius}
+
+
+def _radius_function(model: nn.Module, convention: str) -> _Radius:
     """ε of a spec → the attack's pixel radius (per channel for the normalised convention)."""
-    from virolbi.attacks.base import eps_for_convention
     from virolbi.models.normalize import Normalize
 
     if convention == "pixel":
-        return lambda eps: eps_for_convention(eps, "pixel")
+        return _Radius("pixel", None)
     norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
     if convention == "normalized" and norm is None:
         raise InputError("eps_convention='normalized' needs a model with a Normalize layer "
                          "(virolbi.models.create_model adds one)")
-    std = norm.std.detach().cpu() if norm is not None else None
-    eps_for_convention(0.0, convention, std)        # checks the convention's name
-    return lambda eps: eps_for_convention(eps, convention, std)
+    return _Radius(convention, norm.std.detach().cpu() if norm is not None else None)
 
 
 def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec: PerturbationSpec,
@@ -368,16 +414,12 @@ def _evaluate_attack(model: nn.Module, preprocess: Any, pname: str | None, spec:
         _evaluate_square(model, preprocess, pname, spec, gen, x, y, tally, radius_of)
         return
     attack = _attack(spec.perturbation, radius_of(float(spec.value)), steps, step_size, gen)
-    params = {k: v for k, v in attack.config().items() if k != "generator"}
+    params = {**{k: v for k, v in attack.config().items() if k != "generator"},
+              **radius_of.params(float(spec.value))}
     threats = [ThreatModel.parse(t) for t in spec.threat_models]
     x_attacked: Tensor | None = None  # classifier alone: shared by CLASSIFIER and PREPROCESS_AFTER
     for threat in threats:
-        if threat.uses_preprocess and preprocess is None:
-            continue
-        if threat is ThreatModel.ADAPTIVE_BPDA_PARTITION and not hasattr(preprocess,
-                                                                         "forward_with_labels"):
-            continue
-        if threat is ThreatModel.ADAPTIVE_EXACT and not getattr(preprocess, "differentiable", False):
+        if not threat.applies_to(preprocess):
             continue
         if threat.adaptive:
             x_adv = attack_with_threat_model(model, preprocess, x, y, attack, threat, eot_samples)
@@ -397,7 +439,8 @@ def _evaluate_sanity_run(model: nn.Module, run: SanityRun, step_size: float | No
                          radius_of: Callable[[float], Any], eot_samples: int = 1) -> None:
     """One batch of a sanity check's extra PGD run, on the classifier alone."""
     attack = _attack("pgd", radius_of(run.value), run.steps, step_size, gen)
-    params = {k: v for k, v in attack.config().items() if k != "generator"}
+    params = {**{k: v for k, v in attack.config().items() if k != "generator"},
+              **radius_of.params(run.value)}
     x_adv = attack_with_threat_model(model, None, x, y, attack, ThreatModel.CLASSIFIER, eot_samples)
     with torch.no_grad():
         tally(run, ThreatModel.CLASSIFIER.value, NO_PREPROCESSING, model(x_adv), y, params)
@@ -411,11 +454,11 @@ def _evaluate_square(model: nn.Module, preprocess: Any, pname: str | None, spec:
     from virolbi.attacks.square import square_attack, square_params
     from virolbi.evaluate.suites import GRADIENT_FREE, SQUARE_QUERIES
 
-    eps = radius_of(float(spec.value))   # a number: evaluate() allows Square with "pixel" only
-    params = square_params(SQUARE_QUERIES)
+    eps = radius_of(float(spec.value))   # per channel in the normalised convention
+    params = {**square_params(SQUARE_QUERIES), **radius_of.params(float(spec.value))}
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # the same search for both rows
     for pre in (None, preprocess) if preprocess is not None else (None,):
-        x_adv = square_attack(model, x, y, float(eps), SQUARE_QUERIES, seed=seed, preprocess=pre)
+        x_adv = square_attack(model, x, y, eps, SQUARE_QUERIES, seed=seed, preprocess=pre)
         with torch.no_grad():
             logits = model(pre(x_adv)) if pre is not None else model(x_adv)
         tally(spec, GRADIENT_FREE, pname if pre is not None else NO_PREPROCESSING, logits, y, params)

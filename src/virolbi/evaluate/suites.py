@@ -15,6 +15,9 @@ suite          contents (32×32 images; ImageNet-size images use the values in b
 ``adversarial``  clean, FGSM and PGD at 8/255 and 16/255
 ``lowres``     clean and the two low-resolution scales
 ``frequency``  clean and the low/high frequency components
+``autoattack``   clean; AutoAttack (APGD-CE, APGD-T, margin APGD-T for FAB-T, Square; the
+               ``rand`` version for random models) at 8/255, worst case per image and breakdown
+               (:mod:`virolbi.evaluate.autoattack`)
 =============  ==============================================================================
 
 Threat models of the adversarial rows are those of :class:`virolbi.attacks.ThreatModel` (keys
@@ -44,6 +47,8 @@ from virolbi.errors import InputError
 
 __all__ = [
     "ADVERSARIAL_THREAT_MODELS",
+    "AUTOATTACK",
+    "AUTOATTACK_THREAT_MODELS",
     "NOISES",
     "NO_THREAT",
     "PerturbationSpec",
@@ -76,7 +81,17 @@ THREAT_MODEL_LABELS: dict[str, str] = {NO_THREAT: "-", **{t.value: t.label for t
 
 #: The named suites.
 SUITES: tuple[str, ...] = ("paper", "quick", "noise", "adversarial", "lowres", "frequency", "tisode",
-                           "square")
+                           "square", "autoattack")
+
+#: Perturbation name of the AutoAttack spec (its breakdown rows are ``autoattack:<attack>``).
+AUTOATTACK = "autoattack"
+
+#: Threat models of the AutoAttack spec: the classifier alone, and the whole pipeline attacked end
+#: to end (BPDA through a non-differentiable preprocess, the exact gradient through a
+#: differentiable one); those the preprocess cannot be attacked in are skipped.
+AUTOATTACK_THREAT_MODELS: tuple[str, ...] = (
+    ThreatModel.CLASSIFIER.value, ThreatModel.ADAPTIVE_BPDA_IDENTITY.value,
+    ThreatModel.ADAPTIVE_BPDA_PARTITION.value, ThreatModel.ADAPTIVE_EXACT.value)
 
 #: The Square attack of the ``square`` suite: L∞ 8/255 on pixels, ART's defaults otherwise
 #: (p_init 0.8), 1 000 queries per image (Andriushchenko et al. 2020; the budget of Table 8).
@@ -197,7 +212,8 @@ def get_suite(name: str, image_size: int | Sequence[int] = 32) -> tuple[Perturba
         One of ``paper``, ``quick``, ``noise``, ``adversarial``, ``lowres``, ``frequency``,
         ``tisode`` (Yan's thesis Table 3.8: Gaussian σ = 15/255 and 20/255, FGSM 8/255 and
         10/255, PGD 8/255), or ``square`` (the gradient-free Square attack, L∞ 8/255,
-        :data:`SQUARE_QUERIES` queries: the check that a PGD figure is not gradient masking).
+        :data:`SQUARE_QUERIES` queries: the check that a PGD figure is not gradient masking), or
+        ``autoattack`` (AutoAttack at 8/255 in :data:`AUTOATTACK_THREAT_MODELS`).
     image_size : int or (int, int), default 32
         Image side (or ``(H, W)``). From a side of 128 on, the ImageNet100 settings apply: noise
         severities 1 and 2, low-resolution scales 1/7 and 1/4, frequency radius
@@ -239,6 +255,9 @@ def get_suite(name: str, image_size: int | Sequence[int] = 32) -> tuple[Perturba
     elif name == "tisode":  # thesis Table 3.8: Gaussian 15/255, 20/255; FGSM 8/255, 10/255; PGD
         specs = (_clean() + _gaussian_sigma((15, 20)) + _adversarial(("fgsm",), (8, 10))
                  + _adversarial(("pgd",), (8,)))
+    elif name == AUTOATTACK:
+        specs = _clean() + [PerturbationSpec(AUTOATTACK, "8/255", 8 / 255, "adversarial",
+                                             AUTOATTACK_THREAT_MODELS)]
     elif name == "square":
         specs = _clean() + [PerturbationSpec("square", "8/255", 8 / 255, "adversarial", (GRADIENT_FREE,))]
     else:
