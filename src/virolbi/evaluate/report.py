@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from virolbi.evaluate.harness import NO_PREPROCESSING, Results, Row
-from virolbi.evaluate.suites import (ADVERSARIAL_THREAT_MODELS, GRADIENT_FREE, NOISES,
+from virolbi.evaluate.suites import (ADVERSARIAL_THREAT_MODELS, AUTOATTACK, GRADIENT_FREE, NOISES,
                                      THREAT_MODEL_LABELS)
 from virolbi.io import atomic_path, load_json, save_json, save_text
 
@@ -60,6 +60,91 @@ def _sorted_levels(rows: list[Row]) -> list[str]:
     return out
 
 
+def _radius_text(radius: object) -> str:
+    """A pixel radius as multiples of 1/255: ``2/255`` or ``(1.97, 1.94, 2.08)/255``."""
+    if isinstance(radius, (list, tuple)):
+        return "(" + ", ".join(f"{255 * float(v):.3g}" for v in radius) + ")/255"
+    return f"{255 * float(radius):.3g}/255" if isinstance(radius, (int, float)) else "?"
+
+
+def _convention(results: Results) -> str:
+    return str(results.meta.get("eps_convention", "pixel"))
+
+
+def _eps_cells(row: Row, meta: dict) -> list[str]:
+    """The row's ε convention and pixel radius (older results: from the run's convention)."""
+    conv = row.params.get("eps_convention", meta.get("eps_convention", "pixel"))
+    radius = row.params.get("radius_pixels", meta.get("eps_radius_pixels", {}).get(row.level))
+    if radius is None and conv == "pixel" and row.value is not None:
+        radius = row.value
+    return [str(conv), _radius_text(radius) if radius is not None else "ε·σ_c (not recorded)"]
+
+
+def _eps_sentence(results: Results) -> str:
+    """The header's sentence naming the ε convention and the pixel radius of every level."""
+    m = results.meta
+    radii = dict(m.get("eps_radius_pixels") or {})
+    for r in results.select(group="adversarial"):
+        if "radius_pixels" in r.params:
+            radii.setdefault(r.level, r.params["radius_pixels"])
+    levels = ", ".join(f"ε = {lv} → {_radius_text(radii[lv])}" for lv in sorted(radii))
+    if _convention(results) == "normalized":
+        text = ("Attacks L∞, ε convention **normalized**: ε on normalised images (x_c − μ_c)/σ_c, "
+                "so the radius on [0, 1] pixels is ε·σ_c per channel (R, G, B)")
+        text += f": {levels}." if levels else " (the radii were not recorded in this file)."
+    else:
+        levels = ", ".join(f"{lv} = {float(radii[lv]):.4f}" for lv in sorted(radii)
+                           if isinstance(radii[lv], (int, float)))
+        text = "Attacks L∞, ε convention **pixel**: ε on [0, 1] pixels, the same on every channel"
+        text += f" (radius {levels})." if levels else "."
+    pgd = m.get("attacks", {}).get("pgd", {})
+    if any(r.perturbation == "pgd" for r in results.rows):
+        text += (f" PGD {pgd.get('steps', '?')} steps of {pgd.get('step_size', '?')}, "
+                 "random start.")
+    return text
+
+
+def _is_autoattack(row: Row) -> bool:
+    return row.perturbation.split(":")[0] == AUTOATTACK
+
+
+def _autoattack_section(results: Results) -> list[str]:
+    """AutoAttack: per threat model the worst case over the attacks, then each attack's row."""
+    from virolbi.reproduce.stats import wilson_interval
+
+    rows = [r for r in results.select(group="adversarial") if _is_autoattack(r)]
+    if not rows:
+        return []
+    aa = results.meta.get("autoattack", {})
+    body = []
+    for threat in _THREAT_ORDER:
+        group = sorted((r for r in rows if r.threat_model == threat),
+                       key=lambda r: (r.level, r.params.get("order", -1)))
+        for r in group:
+            lo, hi = wilson_interval(r.correct, r.n)
+            name = ("**worst case over the attacks**" if r.perturbation == AUTOATTACK
+                    else r.perturbation.split(":", 1)[1])
+            body.append([r.level, THREAT_MODEL_LABELS[threat], _pre_label(r.preprocessing), name,
+                         f"{_pct(r.accuracy)} [{100 * lo:.1f}, {100 * hi:.1f}]", f"{r.correct}/{r.n}",
+                         *_eps_cells(r, results.meta)])
+    parts = "; ".join(f"{k}: {v}" for k, v in aa.get("components", {}).items())
+    breakdown = ("each attack's own accuracy (every attack on every image)" if aa.get("independent")
+                 else "robust accuracy after this attack and every one above it (AutoAttack's cascade)")
+    lines = [f"## AutoAttack (version {aa.get('version', '?')})", "",
+             f"Components ({aa.get('implementation', 'ART')}): {parts}. Budget: APGD "
+             f"{aa.get('iterations', '?')} iterations, {aa.get('restarts', '?')} restart(s), "
+             f"{aa.get('targets', '?')} target classes; Square {aa.get('queries', '?')} queries; "
+             f"EOT {aa.get('eot_samples', 1)}.",
+             f"An image is robust only if every attack fails on it (worst case); each attack's "
+             f"row: {breakdown}."]
+    if aa.get("transfer_from"):
+        lines.append(f"`transfer`: images crafted on the undefended `{aa['transfer_from']}` "
+                     "(APGD-CE, then APGD-T, classifier alone), classified by the defence.")
+    lines += ["Accuracy in % [95 % Wilson interval].", ""]
+    return lines + _table(["Strength", "Threat model", "Preprocessing", "Attack", "Accuracy",
+                           "correct / n", "ε convention", "pixel radius"], body)
+
+
 def to_markdown(results: Results) -> str:
     """The report as Markdown: the paper's Tables 1-4 for this model, sanity checks, metadata.
 
@@ -76,10 +161,8 @@ def to_markdown(results: Results) -> str:
     lines.append(f"Model `{m.get('model', '?')}` on `{m.get('dataset', '?')}`: "
                  f"{m.get('n', '?')} of {m.get('dataset_size', '?')} images "
                  f"(seed {m.get('seed', '?')}), suite `{m.get('suite', '?')}`. Accuracy in %.")
-    pgd = m.get("attacks", {}).get("pgd", {})
     if results.select(group="adversarial"):
-        lines.append(f"Attacks L∞ on [0, 1] pixels; PGD {pgd.get('steps', '?')} steps of "
-                     f"{pgd.get('step_size', '?')}, random start.")
+        lines.append(_eps_sentence(results))
     lines.append("")
 
     clean = {r.preprocessing: r for r in results.select(group="clean")}
@@ -108,7 +191,7 @@ def to_markdown(results: Results) -> str:
                   "a row with test-time preprocessing.", ""]
         lines += _table(["Noise", "Preprocessing", "Mean"] + [f"sev. {lv}" for lv in levels], body)
 
-    adv = results.select(group="adversarial")
+    adv = [r for r in results.select(group="adversarial") if not _is_autoattack(r)]
     if adv:
         body = []
         attacks = [a for a in ("fgsm", "pgd") if any(r.perturbation == a for r in adv)]
@@ -120,12 +203,15 @@ def to_markdown(results: Results) -> str:
                     for r in rows:
                         if r.level == lv and r.threat_model == threat:
                             body.append([attack.upper(), lv, THREAT_MODEL_LABELS[threat],
-                                         _pre_label(r.preprocessing), _pct(r.accuracy)])
+                                         _pre_label(r.preprocessing), _pct(r.accuracy),
+                                         *_eps_cells(r, m)])
         lines += ["## Table 2: adversarial examples", "",
                   "Threat models: *classifier alone* (no preprocessing); *paper* (attack the "
                   "classifier, then preprocess: not adaptive, optimistic); *adaptive* (attack "
                   "preprocessing + classifier end to end with BPDA: the honest numbers).", ""]
-        lines += _table(["Attack", "Strength", "Threat model", "Preprocessing", "Accuracy"], body)
+        lines += _table(["Attack", "Strength", "Threat model", "Preprocessing", "Accuracy",
+                         "ε convention", "pixel radius"], body)
+    lines += _autoattack_section(results)
 
     low = results.select(group="lowres")
     if low:
@@ -165,7 +251,7 @@ def to_markdown(results: Results) -> str:
         else:
             lines.append("")
     else:
-        lines += ["No adversarial rows: the attack sanity checks were not run.", ""]
+        lines += ["No FGSM/PGD rows: the attack sanity checks were not run.", ""]
 
     if m.get("skipped"):
         lines += ["Skipped: " + "; ".join(m["skipped"]), ""]
@@ -190,7 +276,7 @@ def plot_results(results: Results, path: str | os.PathLike) -> Path:
     from matplotlib.figure import Figure
 
     noise = results.select(group="noise")
-    adv = results.select(group="adversarial")
+    adv = [r for r in results.select(group="adversarial") if ":" not in r.perturbation]  # no breakdown
     panels = [p for p, rows in (("noise", noise), ("adversarial", adv)) if rows] or ["all"]
     fig = Figure(figsize=(5.0 * len(panels), 4.0))
     FigureCanvasAgg(fig)
