@@ -120,7 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sigma 15/255 and 20/255, FGSM 8/255 and 10/255, PGD 8/255: Yan's "
                              "thesis Table 3.8); square (the gradient-free Square attack, L-inf 8/255, "
                              "1000 queries, with and without --preprocess-*: the check that PGD "
-                             "is not masked); psnr for a "
+                             "is not masked); autoattack (APGD-CE, APGD-T, margin APGD-T in place "
+                             "of FAB-T, Square, from ART; worst case per image and the breakdown, "
+                             "8/255, see --aa-*); psnr for a "
                              "denoiser run folder (--data set12 or bsd68: Gaussian, uniform and "
                              "ObsAtk noise at 15/255 and 25/255); sdnet for a model with a CSC "
                              "stem (SDNet's Algorithm 1: accuracy with the training lambda, the "
@@ -149,6 +151,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average every attack gradient over N forward passes (EOT) - for "
                              "randomised models such as PNI; default: 8 for a model with weight "
                              "noise, else 1")
+    parser.add_argument("--aa-version", choices=("standard", "rand"), default=None,
+                        help="--suite autoattack: standard, or rand (APGD-CE and APGD-DLR with EOT, "
+                             "for random models); default rand for a model with weight noise")
+    parser.add_argument("--aa-iterations", type=int, default=100,
+                        help="--suite autoattack: APGD iterations per run (AutoAttack: 100)")
+    parser.add_argument("--aa-queries", type=int, default=5000,
+                        help="--suite autoattack: Square queries (AutoAttack: 5000)")
+    parser.add_argument("--aa-targets", type=int, default=9,
+                        help="--suite autoattack: target classes of APGD-T (AutoAttack: 9)")
+    parser.add_argument("--aa-independent", action="store_true",
+                        help="--suite autoattack: run every attack on every image (each attack's "
+                             "own accuracy) instead of AutoAttack's cascade; same worst case")
+    parser.add_argument("--transfer-from", default=None, metavar="NAME_OR_CHECKPOINT",
+                        help="--suite autoattack: also classify images crafted on this undefended "
+                             "base model (a shipped name or a checkpoint), RobustBench's transfer "
+                             "check for preprocessing defences")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the --limit subset, the noise draws and PGD's random starts")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
@@ -275,14 +293,38 @@ def _suite_options(args: argparse.Namespace) -> tuple[float | None, str]:
     from virolbi.checks import check_unit_interval, resolve_device
 
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
-                        ("--pgd-steps", args.pgd_steps), ("--eot-samples", args.eot_samples)):
+                        ("--pgd-steps", args.pgd_steps), ("--eot-samples", args.eot_samples),
+                        ("--aa-iterations", args.aa_iterations), ("--aa-queries", args.aa_queries),
+                        ("--aa-targets", args.aa_targets)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     sparsity = (None if args.preprocess_sparsity is None
                 else check_unit_interval(args.preprocess_sparsity, "--preprocess-sparsity"))
     if sparsity is not None and args.preprocess_blur:
         raise InputError("give either --preprocess-sparsity or --preprocess-blur, not both")
+    if args.transfer_from is not None and args.suite != "autoattack":
+        raise InputError(f"--transfer-from needs --suite autoattack, got --suite {args.suite}")
     return sparsity, str(resolve_device(args.device, "--device"))
+
+
+def _autoattack_options(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """``evaluate``'s ``autoattack`` settings and ``transfer`` base model from the --aa-* options
+    (the rand version by default for a model with weight noise)."""
+    from virolbi.attacks.autoattack import AutoAttackSettings
+    from virolbi.evaluate.autoattack import Transfer
+    from virolbi.models.pni import default_eot_samples
+
+    if args.suite != "autoattack":
+        return {}
+    version = args.aa_version or ("rand" if default_eot_samples(model) > 1 else "standard")
+    settings = AutoAttackSettings(version=version, iterations=args.aa_iterations,
+                                  queries=args.aa_queries, targets=args.aa_targets,
+                                  independent=bool(args.aa_independent))
+    transfer = None
+    if args.transfer_from is not None:
+        base, _ = build_model(args.transfer_from)
+        transfer = Transfer(base, str(args.transfer_from))
+    return {"autoattack": settings, "transfer": transfer}
 
 
 def _run_suite(args: argparse.Namespace, sparsity: float | None, device: str) -> int:
@@ -316,7 +358,8 @@ def _run_suite(args: argparse.Namespace, sparsity: float | None, device: str) ->
                        pgd_steps=args.pgd_steps, sanity=not args.no_sanity, meta=meta,
                        eps_convention=args.eps_convention,
                        eot_samples=args.eot_samples or default_eot_samples(model),
-                       resume_file=Path(args.output_dir) / RESUME_FILE)
+                       resume_file=Path(args.output_dir) / RESUME_FILE,
+                       **_autoattack_options(args, model))
     paths = write_report(results, args.output_dir)
     if results.meta.get("resumed_at_batch"):
         print(f"resumed an interrupted evaluation at batch {results.meta['resumed_at_batch'] + 1}")
