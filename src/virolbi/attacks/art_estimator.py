@@ -139,17 +139,18 @@ class EOTEstimator:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> np.ndarray:
-        total = self._inner.loss_gradient(x, y, **kwargs)
+    def _mean(self, method: str, *args: Any, **kwargs: Any) -> np.ndarray:
+        fn = getattr(self._inner, method)
+        total = fn(*args, **kwargs)
         for _ in range(self._samples - 1):
-            total = total + self._inner.loss_gradient(x, y, **kwargs)
+            total = total + fn(*args, **kwargs)
         return total / self._samples
 
+    def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> np.ndarray:
+        return self._mean("loss_gradient", x, y, **kwargs)
+
     def compute_loss(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> np.ndarray:
-        total = self._inner.compute_loss(x, y, **kwargs)
-        for _ in range(self._samples - 1):
-            total = total + self._inner.compute_loss(x, y, **kwargs)
-        return total / self._samples
+        return self._mean("compute_loss", x, y, **kwargs)
 
 
 @contextlib.contextmanager

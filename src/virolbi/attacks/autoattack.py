@@ -141,10 +141,11 @@ class AutoAttackSettings:
 def component_attack(component: Component, settings: AutoAttackSettings, eps: Any, seed: int
                      ) -> Callable[..., Tensor]:
     """``attack(target, x, y, eot_samples=1) -> x_adv`` for one component, as
-    :func:`virolbi.attacks.attack_with_threat_model` calls it."""
+    :func:`virolbi.attacks.attack_with_threat_model` calls it. Square, which only queries, also
+    takes ``preprocess=P`` to query ``target ∘ P`` through its per-image cache."""
     if component.kind == "square":
-        return lambda target, x, y, eot_samples=1: square_attack(
-            target, x, y, eps, settings.queries, seed=seed)
+        return lambda target, x, y, eot_samples=1, preprocess=None: square_attack(
+            target, x, y, eps, settings.queries, seed=seed, preprocess=preprocess)
 
     def run(target: Any, x: Tensor, y: Tensor, eot_samples: int = 1) -> Tensor:
         k = settings.targets if component.targeted else 0

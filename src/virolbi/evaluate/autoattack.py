@@ -75,15 +75,19 @@ def _attacked_preprocess(preprocess: Any, threat: ThreatModel) -> Any:
 
 
 def _threat_outcomes(model: nn.Module, preprocess: Any, threat: ThreatModel, x: Tensor, y: Tensor,
-                     attacks: dict[str, Callable], eot: int, independent: bool,
+                     attacks: dict[str, Callable], settings: AutoAttackSettings, eot: int,
                      x_transfer: Tensor | None) -> dict[str, Tensor]:
     judge = _judge(model, preprocess, threat)
     pre = _attacked_preprocess(preprocess, threat)
+    queries_only = {c.name for c in settings.components if c.kind == "square"}
 
     def attack(name: str, xs: Tensor, ys: Tensor) -> Tensor:
+        if name in queries_only:   # no backward to choose: f(P(x)) through the per-image cache
+            return attacks[name](model, xs, ys, preprocess=preprocess if threat.uses_preprocess
+                                 else None)
         return attack_with_threat_model(model, pre, xs, ys, attacks[name], threat, eot)
 
-    outcomes, _ = run_components(list(attacks), attack, judge, x, y, independent)
+    outcomes, _ = run_components(list(attacks), attack, judge, x, y, settings.independent)
     if x_transfer is not None:
         outcomes[TRANSFER] = judge(x, y) & judge(x_transfer, y)
     return outcomes
@@ -111,8 +115,8 @@ def evaluate_autoattack(model: nn.Module, preprocess: Any, pname: str | None, sp
     for threat in map(ThreatModel.parse, spec.threat_models):
         if not threat.applies_to(preprocess):
             continue
-        outcomes = _threat_outcomes(model, preprocess, threat, x, y, attacks, eot,
-                                    settings.independent, x_transfer)
+        outcomes = _threat_outcomes(model, preprocess, threat, x, y, attacks, settings, eot,
+                                    x_transfer)
         pre = pname if threat.uses_preprocess else NO_PREPROCESSING
         tally(spec, threat.value, pre, worst_case(outcomes), base)
         for i, (part, (name, robust)) in enumerate(zip(parts, outcomes.items())):
