@@ -27,7 +27,7 @@ from virolbi.cli._common import add_dataset_arguments, load_dataset_from_args
 from virolbi.errors import InputError
 
 COMMAND = "evaluate"
-HELP = "robustness suite (noise, FGSM/PGD, low resolution, frequency) on a checkpoint"
+HELP = "robustness suite (noise, FGSM/PGD, AutoAttack, low resolution, frequency) on a checkpoint"
 RERUN = "the same command continues from the last finished batch"
 
 _NAME_KEYS = ("model", "name", "arch")
