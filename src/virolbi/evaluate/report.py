@@ -132,9 +132,10 @@ def _autoattack_section(results: Results) -> list[str]:
                  else "robust accuracy after this attack and every one above it (AutoAttack's cascade)")
     lines = [f"## AutoAttack (version {aa.get('version', '?')})", "",
              f"Components ({aa.get('implementation', 'ART')}): {parts}. Budget: APGD "
-             f"{aa.get('iterations', '?')} iterations, {aa.get('restarts', '?')} restart(s), "
-             f"{aa.get('targets', '?')} target classes; Square {aa.get('queries', '?')} queries; "
-             f"EOT {aa.get('eot_samples', 1)}.",
+             f"{aa.get('iterations', '?')} iterations, {aa.get('restarts', '?')} restart(s)"
+             + (f", {aa.get('targets', '?')} target classes; Square {aa.get('queries', '?')} "
+                "queries" if aa.get("version") != "rand" else "")
+             + f"; EOT {aa.get('eot_samples', 1)}.",
              f"An image is robust only if every attack fails on it (worst case); each attack's "
              f"row: {breakdown}."]
     if aa.get("transfer_from"):
