@@ -204,3 +204,29 @@ def test_cli_autoattack_on_a_shipped_model(cifar_image_tree, tmp_path, capsys):
                      str(cifar_image_tree), "--output-dir", str(tmp_path / "e"), *argv]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_an_interrupted_autoattack_run_resumes_with_its_breakdown_rows(tmp_path, monkeypatch):
+    import virolbi.evaluate.harness as harness
+
+    x, y, eps_star = _images(8)
+    suite = [_spec(1.5 * float(eps_star.max()))]
+    settings = AutoAttackSettings(iterations=3, queries=50, targets=1)
+    kwargs = dict(suite=suite, progress=False, autoattack=settings, sanity=False, batch_size=4)
+    reference = evaluate(MeanClassifier(), (x, y), **kwargs)
+    real, calls = harness.evaluate_autoattack, []
+
+    def dies_on_the_second_batch(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(harness, "evaluate_autoattack", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(MeanClassifier(), (x, y), resume_file=tmp_path / "partial.json", **kwargs)
+    monkeypatch.setattr(harness, "evaluate_autoattack", real)
+    resumed = evaluate(MeanClassifier(), (x, y), resume_file=tmp_path / "partial.json", **kwargs)
+    assert resumed.meta["resumed_at_batch"] == 1
+    assert {r.key: (r.correct, r.n) for r in resumed.rows} == {
+        r.key: (r.correct, r.n) for r in reference.rows}
