@@ -93,6 +93,8 @@ def test_square_attack_finds_adversarials_within_the_ball(cifar_batch, template_
     assert torch.equal(x_adv, again)                        # seeded
     with_pre = square_attack(model, x, y, eps, queries=60, seed=1, preprocess=torch.nn.Identity())
     assert torch.equal(with_pre, x_adv)                      # identity preprocessing changes nothing
+    cached = square_attack(model, x, y, eps, queries=60, seed=1, cache_logits=True)
+    assert torch.equal(cached, x_adv)                        # logits cached per image: same search
     # one radius per channel (the normalised convention): equal radii are the scalar search
     assert torch.equal(square_attack(model, x, y, (eps,) * 3, queries=60, seed=1), x_adv)
     per_channel = square_attack(model, x, y, (eps / 4, eps, eps / 2), queries=60, seed=1)

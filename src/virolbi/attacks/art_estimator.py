@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from virolbi.attacks.base import as_radius, check_eps
+from virolbi.attacks.threat import _as_module
 from virolbi.errors import InputError
 
 __all__ = ["EOTEstimator", "art_classifier", "art_version", "from_art", "import_art", "numpy_seed", "scaled_radius",
@@ -105,8 +106,6 @@ def art_classifier(model: Any, x: Tensor, scale: Tensor | None, num_classes: int
         ART's training loss slot, used by attacks with ``loss_type=None``; default cross-entropy.
     """
     art = import_art()
-    from virolbi.attacks.threat import _as_module
-
     shape = tuple(x.shape[1:])
     hi = np.ones(shape, np.float32) if scale is None else np.broadcast_to(
         (1.0 / scale.cpu().numpy()[0]).astype(np.float32), shape).copy()

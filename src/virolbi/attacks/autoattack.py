@@ -142,10 +142,12 @@ def component_attack(component: Component, settings: AutoAttackSettings, eps: An
                      ) -> Callable[..., Tensor]:
     """``attack(target, x, y, eot_samples=1) -> x_adv`` for one component, as
     :func:`virolbi.attacks.attack_with_threat_model` calls it. Square, which only queries, also
-    takes ``preprocess=P`` to query ``target ∘ P`` through its per-image cache."""
+    takes ``preprocess=P`` to query ``target ∘ P``; a deterministic target's logits are cached per
+    image (one forward per new image)."""
     if component.kind == "square":
         return lambda target, x, y, eot_samples=1, preprocess=None: square_attack(
-            target, x, y, eps, settings.queries, seed=seed, preprocess=preprocess)
+            target, x, y, eps, settings.queries, seed=seed, preprocess=preprocess,
+            cache_logits=eot_samples == 1)
 
     def run(target: Any, x: Tensor, y: Tensor, eot_samples: int = 1) -> Tensor:
         k = settings.targets if component.targeted else 0

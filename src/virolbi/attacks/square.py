@@ -26,6 +26,7 @@ from virolbi.attacks.art_estimator import (art_classifier, from_art, import_art,
                                            scaled_radius, to_art)
 from virolbi.attacks.base import (check_count, check_eps, check_images, check_labels, check_model,
                                   eval_mode)
+from virolbi.attacks.threat import _as_module
 from virolbi.errors import InputError
 
 __all__ = ["PerImageCache", "SQUARE_P_INIT", "square_attack", "square_params"]
@@ -73,6 +74,15 @@ class PerImageCache(nn.Module):
         return out.to(x.device)
 
 
+def _pipeline(model: Any, preprocess: nn.Module | None, capacity: int, cache_logits: bool) -> Any:
+    """``model ∘ preprocess`` with the per-image cache on the preprocess, or on the whole."""
+    if cache_logits:
+        inner = _as_module(model) if preprocess is None else nn.Sequential(preprocess, model)
+        return PerImageCache(inner, capacity)
+    return nn.Sequential(PerImageCache(preprocess, capacity), model) if preprocess is not None \
+        else model
+
+
 def square_params(queries: int) -> dict[str, Any]:
     """The settings a result row records for an L∞ Square run of ``queries`` queries."""
     return {"attack": "square (ART)", "queries": int(queries), "norm": "Linf", "p_init": SQUARE_P_INIT}
@@ -80,7 +90,8 @@ def square_params(queries: int) -> dict[str, Any]:
 
 def square_attack(model: Any, x: Tensor, y: Tensor, eps: Any, queries: int = 1000, *,
                   p_init: float = SQUARE_P_INIT, seed: int = 0, batch_size: int = 250,
-                  preprocess: nn.Module | None = None, progress: bool = False) -> Tensor:
+                  preprocess: nn.Module | None = None, progress: bool = False,
+                  cache_logits: bool = False) -> Tensor:
     """L∞ Square attack on ``model ∘ preprocess`` (ART's implementation); adversarial images.
 
     Parameters
@@ -101,6 +112,9 @@ def square_attack(model: Any, x: Tensor, y: Tensor, eps: Any, queries: int = 100
         Seeds ART's NumPy draws (the global NumPy state is restored afterwards).
     preprocess : nn.Module, optional
         Applied before the classifier inside the attacked pipeline (cached per image).
+    cache_logits : bool, default False
+        Cache the pipeline's logits per image instead (one forward per *new* image: ART scores
+        the current iterate again every query). Only for a deterministic model.
 
     Returns
     -------
@@ -117,8 +131,7 @@ def square_attack(model: Any, x: Tensor, y: Tensor, eps: Any, queries: int = 100
         raise InputError(f"the Square attack needs images of at least 8x8 pixels, got "
                          f"{tuple(x.shape[-2:])}")
     radius, scale = scaled_radius(eps, x)
-    pipeline = nn.Sequential(PerImageCache(preprocess, 8 * x.shape[0]), model) if preprocess \
-        is not None else model
+    pipeline = _pipeline(model, preprocess, 8 * x.shape[0], cache_logits)
     with torch.no_grad(), eval_mode(pipeline):
         k = int(pipeline(x[:1]).shape[1])
     estimator = art_classifier(pipeline, x, scale, k)

@@ -83,8 +83,8 @@ def _threat_outcomes(model: nn.Module, preprocess: Any, threat: ThreatModel, x: 
 
     def attack(name: str, xs: Tensor, ys: Tensor) -> Tensor:
         if name in queries_only:   # no backward to choose: f(P(x)) through the per-image cache
-            return attacks[name](model, xs, ys, preprocess=preprocess if threat.uses_preprocess
-                                 else None)
+            return attacks[name](model, xs, ys, eot_samples=eot,
+                                 preprocess=preprocess if threat.uses_preprocess else None)
         return attack_with_threat_model(model, pre, xs, ys, attacks[name], threat, eot)
 
     outcomes, _ = run_components(list(attacks), attack, judge, x, y, settings.independent)
