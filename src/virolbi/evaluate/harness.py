@@ -34,6 +34,7 @@ from virolbi.checks import check_positive_int, resolve_device
 from virolbi.data.subset import balanced_subset
 from virolbi.errors import InputError
 from virolbi.attacks.art_estimator import art_version
+from virolbi.attacks.base import eps_for_convention
 from virolbi.attacks.autoattack import AutoAttackSettings
 from virolbi.evaluate.autoattack import Transfer, component_specs, evaluate_autoattack
 from virolbi.evaluate.data import EvalData
@@ -376,14 +377,10 @@ class _Radius:
     the row parameters that name the convention and that radius."""
 
     def __init__(self, convention: str, std: Tensor | None) -> None:
-        from virolbi.attacks.base import eps_for_convention
-
         eps_for_convention(0.0, convention, std)        # checks the convention's name
         self.convention, self.std = convention, std
 
     def __call__(self, eps: float) -> Any:
-        from virolbi.attacks.base import eps_for_convention
-
         return eps_for_convention(eps, self.convention, self.std)
 
     def params(self, eps: float) -> dict[str, Any]:
