@@ -321,15 +321,17 @@ def test_exported_names():
     """The top level exports exactly the documented API, and each name is its implementation."""
     import virolbi.errors
     import virolbi.smoother.api
+    import virolbi.store
 
     assert set(virolbi.__all__) == {"InputError", "UnreachedLevelWarning", "ViRoLBI", "image_path",
-                                    "smooth", "__version__"}
+                                    "smooth", "open_smoothed", "__version__"}
     namespace: dict = {}
     exec("from virolbi import *", namespace)
     assert set(namespace) - {"__builtins__"} == set(virolbi.__all__)
     assert namespace["smooth"] is virolbi.smoother.api.smooth
     assert namespace["image_path"] is virolbi.smoother.api.image_path
     assert namespace["ViRoLBI"] is virolbi.smoother.api.ViRoLBI
+    assert namespace["open_smoothed"] is virolbi.store.open_smoothed
     assert namespace["UnreachedLevelWarning"] is virolbi.errors.UnreachedLevelWarning
     assert issubclass(namespace["InputError"], ValueError)
     assert issubclass(namespace["UnreachedLevelWarning"], UserWarning)
