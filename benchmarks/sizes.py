@@ -37,12 +37,9 @@ REFERENCE_SPARSITY = 0.6
 
 
 def photo(size: int, gray: bool) -> np.ndarray:
-    """scikit-image's astronaut, area-resized to ``size``², float32 ``(C, H, W)`` in [0, 1]."""
-    from skimage import data, transform
-
-    rgb = transform.resize(data.astronaut().astype(np.float32) / 255.0, (size, size),
-                           anti_aliasing=True).astype(np.float32)
-    img = np.moveaxis(rgb, -1, 0)
+    """scikit-image's astronaut (:func:`common.photographs`' first), area-resized to ``size``²,
+    float32 ``(C, H, W)`` in [0, 1]; gray: the mean of its channels."""
+    img = common.photographs(size, 1)[0]
     return np.ascontiguousarray(img.mean(0, keepdims=True) if gray else img)
 
 

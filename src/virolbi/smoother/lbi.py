@@ -179,11 +179,12 @@ def _lbi_path(x: torch.Tensor, levels, *, kappa: float, nu: float, group: bool, 
     flat_h, flat_v = edge_magnitude(dxh, grouped) == 0, edge_magnitude(dxv, grouped) == 0
     slv = make_solver(solver, h, w, kappa=kappa, nu=nu, step=step, grouped=grouped,
                       max_iter=max_iter, dtype=x.dtype, device=x.device)
-    rec = _record_levels(x, slv, run_levels, flat_h, flat_v, fused=_fused_applies(solver, grouped, x),
-                         threads=threads, progress=progress)
+    nonflat = _count(~flat_h, ~flat_v)
+    rec = _record_levels(x, slv, run_levels, flat_h, flat_v, nonflat,
+                         fused=_fused_applies(solver, grouped, x), threads=threads, progress=progress)
     if step > default_step(solver, h, w, kappa, nu):  # a step the path was not validated at
         rec.mark_overshoots(max(OVERSHOOT_TOLERANCE, 4 / (flat_h[0].numel() + flat_v[0].numel())))
-    result = _result(x, levels, rec, flat_h, flat_v, _count(~flat_h, ~flat_v), grouped, projection)
+    result = _result(x, levels, rec, flat_h, flat_v, nonflat, grouped, projection)
     result.warnings = rec.unreached(max_iter)
     result.solver, result.step = solver, step
     if result.warnings:
@@ -192,11 +193,10 @@ def _lbi_path(x: torch.Tensor, levels, *, kappa: float, nu: float, group: bool, 
 
 
 def _record_levels(x: torch.Tensor, slv, run_levels: list, flat_h: torch.Tensor,
-                   flat_v: torch.Tensor, *, fused: bool, threads: int,
+                   flat_v: torch.Tensor, nonflat: torch.Tensor, *, fused: bool, threads: int,
                    progress: bool) -> LevelRecorder:
     """Run the path of every image from the solver's start and record (u, support) at each level
     it crosses: in the compiled loop (``fused``) or step by step on tensors."""
-    nonflat = _count(~flat_h, ~flat_v)
     st = slv.start(x)
     if fused and run_levels:
         return LevelRecorder(run_levels, x, 1, _fused.imex_path(
